@@ -1,0 +1,33 @@
+"""Exceptions the core raises; the Processing layer turns them into QgsProcessingException."""
+
+
+class LandformError(ValueError):
+    """Bad input or state, with a message written for the user (no traceback needed)."""
+
+
+class Cancelled(Exception):
+    """The user cancelled the run; partial outputs have been removed."""
+
+
+class MissingDependency(ImportError):
+    """An optional package (torch, torchvision, richdem) is not installed."""
+
+
+TORCH_INSTALL_HINT = (
+    "This algorithm needs PyTorch and torchvision in the Python that QGIS uses. "
+    "Install them with that Python's pip, for example on Linux "
+    "'python3 -m pip install --user torch torchvision', on Windows from the OSGeo4W Shell "
+    "'python -m pip install torch torchvision', on macOS "
+    "'/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision'; "
+    "then restart QGIS. See the plugin's README, section 'Installing PyTorch for QGIS'."
+)
+
+
+def import_torch():
+    """Import torch lazily, with an install hint instead of a bare ImportError."""
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised in a torch-less env test
+        raise MissingDependency(f"{TORCH_INSTALL_HINT} (import failed: {exc})") from exc
+    return torch

@@ -1,0 +1,30 @@
+"""The ``landform`` Processing provider."""
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms import algorithm_classes
+
+ICON_PATH = os.path.join(os.path.dirname(__file__), "..", "..", "resources", "icon.svg")
+
+
+class LandformProvider(QgsProcessingProvider):
+    def id(self):
+        return "landform"
+
+    def name(self):
+        return "Landform classification"
+
+    def longName(self):  # noqa: N802 (QGIS API)
+        return "Landform classification (FCN-ResNet, Yang et al. 2023)"
+
+    def icon(self):
+        return QIcon(os.path.normpath(ICON_PATH))
+
+    def svgIconPath(self):  # noqa: N802 (QGIS API)
+        return os.path.normpath(ICON_PATH)
+
+    def loadAlgorithms(self):  # noqa: N802 (QGIS API)
+        for cls in algorithm_classes():
+            self.addAlgorithm(cls())
