@@ -1,0 +1,200 @@
+"""Turning a DEM window (with its halo) into the network's input channels.
+
+Factors
+-------
+``"dem"`` is elevation itself; any other name is a terrain factor computed by
+``core.terrain.compute_factors_block`` (slope, hillshade, ...), which needs a
+halo of its own (``terrain.halo_pixels``).
+
+Normalisation: the rule and why
+-------------------------------
+Per-tile statistics (tile min/max, tile mean/std) make a pixel's input depend
+on where its tile starts: neighbouring tiles disagree and seams appear
+(../shared/GUIDE.md section 4). Every rule here is a function of the pixel's
+fixed neighbourhood on the raster (or a global constant), never of the tile:
+
+- ``"local_mean"`` (the default for elevation): ``(z - mean of z within a
+  square window of window_m metres centred on the pixel) / scale_m``. The mean
+  ignores NoData and cells outside the raster (it is the mean of the valid
+  cells of that window). With window_m = 10 km and scale_m = 500 m (the rule
+  that trained well in GUIDE section 8) this is relative relief: a plain at
+  4500 m on a plateau gives values near 0 exactly like a plain at 50 m, and
+  a mountain range stands out by its relief, not by its absolute height;
+  which is what the landform classes are defined by (relief and elevation
+  *differences*, Cheng et al. 2011). It is computed with integral images
+  (summed-area tables, O(1) per pixel) on the window read with a halo of
+  ``window_m / 2`` metres, so every tile sees the same value at a pixel.
+- ``"affine"``: ``(value - offset) / scale`` with global constants (for
+  slope, hillshade, ... : e.g. slope / 45 degrees); tile-independent.
+
+NoData cells (NaN after ``rasters.read_window``) get ``FILL_VALUE`` (0, the
+"equal to its surroundings" level) in every channel and are returned in the
+``valid`` mask; the predictor forces class 0 ("no data") there.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import LandformError
+
+FILL_VALUE = 0.0
+DEFAULT_LOCAL_WINDOW_M = 10_000.0
+DEFAULT_RELIEF_SCALE_M = 500.0
+
+# Global scales for terrain factors (units as core.terrain writes them).
+_FACTOR_DEFAULTS = {
+    "slope": {"method": "affine", "offset": 0.0, "scale": 45.0},  # degrees
+    "aspect": {"method": "affine", "offset": 180.0, "scale": 180.0},  # degrees
+    "hillshade": {"method": "affine", "offset": 127.5, "scale": 127.5},  # 0-255
+    "rdls": {"method": "affine", "offset": 0.0, "scale": 500.0},  # metres
+    "relief": {"method": "affine", "offset": 0.0, "scale": 500.0},  # metres
+}
+
+
+def default_normalisation(factor: str) -> dict:
+    """The normalisation rule a new model uses for ``factor`` (stored in its spec)."""
+    if factor == "dem":
+        return {"method": "local_mean", "window_m": DEFAULT_LOCAL_WINDOW_M, "scale_m": DEFAULT_RELIEF_SCALE_M}
+    return dict(_FACTOR_DEFAULTS.get(factor, {"method": "affine", "offset": 0.0, "scale": 1.0}))
+
+
+def validate_normalisation(factors: Sequence[str], normalisation: Dict[str, dict]) -> None:
+    for f in factors:
+        rule = normalisation.get(f)
+        if not isinstance(rule, dict) or "method" not in rule:
+            raise LandformError(f"The model gives no normalisation rule for input factor '{f}'.")
+        if rule["method"] == "local_mean":
+            if not (float(rule.get("window_m", 0)) > 0 and float(rule.get("scale_m", 0)) > 0):
+                raise LandformError(f"Normalisation of '{f}': local_mean needs positive window_m and scale_m.")
+        elif rule["method"] == "affine":
+            if float(rule.get("scale", 0)) == 0:
+                raise LandformError(f"Normalisation of '{f}': affine needs a non-zero scale.")
+        else:
+            raise LandformError(f"Normalisation of '{f}': unknown method '{rule['method']}'.")
+
+
+def local_radius_px(rule: dict, pixel_size_m: float) -> int:
+    """Half-width in pixels of a local_mean window at this pixel size."""
+    return max(1, int(round(float(rule["window_m"]) / 2.0 / float(pixel_size_m))))
+
+
+def _terrain():
+    try:
+        from . import terrain
+    except ImportError as exc:  # terrain factors arrive with core.terrain
+        raise LandformError(f"This model needs terrain factors, but core.terrain is not available ({exc}).") from exc
+    return terrain
+
+
+def halo_pixels(factors: Sequence[str], normalisation: Dict[str, dict], pixel_size_m: float) -> int:
+    """Margin (pixels) to read around a window so every input value is exact (tile-independent)."""
+    halo = 0
+    terrain_factors = [f for f in factors if f != "dem"]
+    if terrain_factors:
+        t = _terrain()
+        halo = max(halo, int(t.halo_pixels(terrain_factors, {})) if _accepts_two(t.halo_pixels) else int(t.halo_pixels(terrain_factors)))
+    for f in factors:
+        rule = normalisation[f]
+        if rule["method"] == "local_mean":
+            extra = local_radius_px(rule, pixel_size_m)
+            # local_mean of a terrain factor needs the factor itself on the halo too
+            halo = max(halo, extra + (0 if f == "dem" else halo))
+    return halo
+
+
+def _accepts_two(fn) -> bool:
+    import inspect
+
+    try:
+        return len(inspect.signature(fn).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
+    """Mean of the finite values in the (2r+1)^2 box around each cell (NaN where none).
+
+    Summed-area tables in float64 (exact enough for 10^8 cells of elevation);
+    cells outside the array count as missing, so the value at a cell depends
+    only on the data within ``radius`` of it.
+    """
+    valid = np.isfinite(values)
+    z = np.where(valid, values, 0.0).astype(np.float64)
+    h, w = z.shape
+    r = int(radius)
+
+    def sat(a):
+        s = np.zeros((h + 1, w + 1), dtype=np.float64)
+        np.cumsum(a, axis=0, out=s[1:, 1:])
+        np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
+        return s
+
+    sz, sn = sat(z), sat(valid.astype(np.float64))
+    y0 = np.clip(np.arange(h) - r, 0, h)
+    y1 = np.clip(np.arange(h) + r + 1, 0, h)
+    x0 = np.clip(np.arange(w) - r, 0, w)
+    x1 = np.clip(np.arange(w) + r + 1, 0, w)
+
+    def boxsum(s):
+        return s[y1][:, x1] - s[y0][:, x1] - s[y1][:, x0] + s[y0][:, x0]
+
+    n = boxsum(sn)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = boxsum(sz) / n
+    m[n < 0.5] = np.nan
+    return m
+
+
+def normalise(values: np.ndarray, rule: dict, pixel_size_m: float) -> np.ndarray:
+    """Apply one factor's rule to an array that includes the needed halo."""
+    if rule["method"] == "local_mean":
+        mean = box_mean(values, local_radius_px(rule, pixel_size_m))
+        out = (values.astype(np.float64) - mean) / float(rule["scale_m"])
+    elif rule["method"] == "affine":
+        out = (values.astype(np.float64) - float(rule.get("offset", 0.0))) / float(rule["scale"])
+    else:
+        raise LandformError(f"Unknown normalisation method '{rule['method']}'.")
+    return out.astype(np.float32)
+
+
+def make_input(
+    elev: np.ndarray,
+    halo: int,
+    factors: Sequence[str],
+    normalisation: Dict[str, dict],
+    pixel_size_m: float,
+    dx_rows: Optional[np.ndarray] = None,
+    dy_rows: Optional[np.ndarray] = None,
+    terrain_params: Optional[dict] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Network input for the core of a window.
+
+    ``elev``: float32 elevation of the window plus ``halo`` cells on each side,
+    NaN for NoData / outside the raster (as ``rasters.read_window`` returns).
+    Returns ``(channels, valid)``: float32 (C, h, w) for the window core and its
+    bool validity mask (h, w). NoData cells hold ``FILL_VALUE`` in every channel.
+    """
+    h = int(halo)
+    core = (slice(h, elev.shape[0] - h), slice(h, elev.shape[1] - h))
+    layers = {}
+    terrain_factors = [f for f in factors if f != "dem"]
+    if terrain_factors:
+        t = _terrain()
+        n = elev.shape[0]
+        if dx_rows is None:
+            dx_rows = np.full(n, float(pixel_size_m))
+        if dy_rows is None:
+            dy_rows = np.full(n, float(pixel_size_m))
+        computed = t.compute_factors_block(elev, dx_rows, dy_rows, list(terrain_factors), terrain_params or {})
+        for f in terrain_factors:
+            layers[f] = np.asarray(computed[f], dtype=np.float32)
+    if "dem" in factors:
+        layers["dem"] = elev
+    valid = np.isfinite(elev[core])
+    chans = []
+    for f in factors:
+        arr = normalise(layers[f], normalisation[f], pixel_size_m)[core]
+        arr = np.where(valid & np.isfinite(arr), arr, np.float32(FILL_VALUE))
+        chans.append(arr.astype(np.float32, copy=False))
+    return np.stack(chans, axis=0), valid

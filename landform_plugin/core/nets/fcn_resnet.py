@@ -1,0 +1,183 @@
+"""The paper's FCN-ResNet (Yang et al. 2023, section 2.2, Fig. 3).
+
+Encoder: a torchvision ResNet (18/34/50/101, ``weights=None``: nothing is
+downloaded; an optional local ``.safetensors`` file of torchvision ResNet
+weights can initialise it). Its first convolution takes ``in_channels``.
+
+Decoder: "a relatively lightweight classifier that contained three 3x3
+convolution layers and one 1x1 convolution layer" fed by "the features
+extracted from the last three Layers" (layer2, layer3, layer4; strides 8, 16,
+32). Here each stage gets one 3x3 convolution (+norm, ReLU) to
+``decoder_channels``; coarse-to-fine fusion as in FCN-8s (upsample the deeper
+map to the next stage's size and add), then the 1x1 convolution to
+``num_classes`` and a bilinear upsampling to the input size. Sizes are taken
+from the feature maps, so any input size works (tiles are multiples of 32).
+
+Multichannel (``multichannel="per_factor"``): one ResNet per input channel,
+their stage features concatenated, one decoder (the paper's multichannel
+variant; parameters grow with the number of factors as in the paper).
+
+Normalisation (``norm``):
+- ``"batch"`` (default): BatchNorm2d. In eval mode it is a fixed per-channel
+  affine map, so the network is translation-equivariant and a pixel's
+  prediction does not depend on which tile it was cut into: what seamless
+  tiled inference needs. Its weakness (../shared/GUIDE.md section 8: trained
+  from scratch at batch 8 it collapsed in eval mode) is a training matter:
+  train with larger batches, re-estimate the running statistics at the end
+  of training, or fine-tune with ``"frozen_batch"``; always validate in eval mode.
+- ``"frozen_batch"``: torchvision's FrozenBatchNorm2d (statistics never
+  updated; same state_dict layout minus ``num_batches_tracked``) for
+  fine-tuning at small batch.
+- ``"group"``: GroupNorm. Train/eval identical, but it normalises over each
+  tile's spatial extent, so predictions depend on the tile: seams and
+  tile-size dependence return. Offered for experiments only.
+"""
+from functools import partial
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from ..errors import LandformError
+
+STAGE_CHANNELS = {
+    "resnet18": (128, 256, 512),
+    "resnet34": (128, 256, 512),
+    "resnet50": (512, 1024, 2048),
+    "resnet101": (512, 1024, 2048),
+}
+NORMS = ("batch", "frozen_batch", "group")
+
+
+def _group_norm(num_channels: int) -> nn.GroupNorm:
+    groups = 32
+    while num_channels % groups:
+        groups //= 2
+    return nn.GroupNorm(groups, num_channels)
+
+
+def norm_layer(norm: str):
+    if norm == "batch":
+        return nn.BatchNorm2d
+    if norm == "frozen_batch":
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        return FrozenBatchNorm2d
+    if norm == "group":
+        return _group_norm
+    raise LandformError(f"Unknown normalisation '{norm}'; choose one of {', '.join(NORMS)}.")
+
+
+class ResNetEncoder(nn.Module):
+    """torchvision ResNet trunk returning the layer2, layer3, layer4 features."""
+
+    def __init__(self, backbone: str, in_channels: int, norm: str = "batch", weights_path: Optional[str] = None):
+        super().__init__()
+        if backbone not in STAGE_CHANNELS:
+            raise LandformError(f"Unknown backbone '{backbone}'; choose one of {', '.join(STAGE_CHANNELS)}.")
+        net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm))
+        if weights_path:
+            _load_encoder_weights(net, weights_path)
+        old = net.conv1
+        conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        with torch.no_grad():
+            if weights_path:
+                # ImageNet RGB filters -> any channel count: mean over RGB, repeated, rescaled
+                # so the activation scale matches (the usual timm/smp adaptation).
+                mean = old.weight.mean(dim=1, keepdim=True)
+                conv1.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+        self.conv1, self.bn1, self.relu, self.maxpool = conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.stage_channels = STAGE_CHANNELS[backbone]
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer2(self.layer1(x))
+        c3 = self.layer3(c2)
+        c4 = self.layer4(c3)
+        return [c2, c3, c4]
+
+
+def _load_encoder_weights(net: nn.Module, path: str) -> None:
+    """Initialise from a local torchvision ResNet state_dict in .safetensors (never a pickle)."""
+    import os
+
+    if not str(path).lower().endswith(".safetensors") or not os.path.isfile(path):
+        raise LandformError(f"Encoder weights must be an existing .safetensors file: '{path}'.")
+    from safetensors.torch import load_file
+
+    state = {k: v for k, v in load_file(path).items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise LandformError(
+            f"'{path}' does not hold weights for this ResNet (missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
+
+
+class FCNDecoder(nn.Module):
+    """Three 3x3 convolutions (one per stage) with FCN-8s skip fusion, then a 1x1 classifier."""
+
+    def __init__(self, stage_channels, num_classes: int, channels: int = 256, norm: str = "batch"):
+        super().__init__()
+        make_norm = norm_layer(norm)
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c, channels, kernel_size=3, padding=1, bias=False),
+                make_norm(channels),
+                nn.ReLU(inplace=True),
+            )
+            for c in stage_channels
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, feats: List[torch.Tensor], size) -> torch.Tensor:
+        x = self.stages[-1](feats[-1])
+        for i in range(len(feats) - 2, -1, -1):
+            skip = self.stages[i](feats[i])
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
+        x = self.classifier(x)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class FCNResNet(nn.Module):
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        in_channels: int = 1,
+        num_classes: int = 5,
+        multichannel: str = "stack",
+        encoder_weights: Optional[str] = None,
+        norm: str = "batch",
+        decoder_channels: int = 256,
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise LandformError(f"Unknown normalisation '{norm}'; choose one of {', '.join(NORMS)}.")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.multichannel = multichannel
+        n_enc = in_channels if multichannel == "per_factor" else 1
+        enc_in = 1 if multichannel == "per_factor" else in_channels
+        self.encoders = nn.ModuleList(ResNetEncoder(backbone, enc_in, norm, encoder_weights) for _ in range(n_enc))
+        stage = tuple(c * n_enc for c in STAGE_CHANNELS[backbone])
+        self.decoder = FCNDecoder(stage, num_classes, int(decoder_channels), norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise LandformError(
+                f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}."
+            )
+        size = x.shape[-2:]
+        if self.multichannel == "per_factor":
+            per = [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]
+            feats = [torch.cat([p[s] for p in per], dim=1) for s in range(3)]
+        else:
+            feats = self.encoders[0](x)
+        return self.decoder(feats, size)
+
+
+def build_fcn_resnet(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch", decoder_channels=256):
+    return FCNResNet(backbone, in_channels, num_classes, multichannel, encoder_weights, norm, decoder_channels)

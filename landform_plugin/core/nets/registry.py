@@ -1,0 +1,106 @@
+"""Architecture registry: one name -> (builder, output stride).
+
+Helpers add architectures (unet, attention_unet, fcn8s, deeplabv3, ...) by
+adding an ``Architecture`` entry to ``ARCHITECTURES``; everything else
+(model files, tiled prediction, training) goes through ``build_model`` and
+``output_stride`` only, so a new entry works everywhere at once.
+
+A builder has the signature
+``builder(backbone, in_channels, num_classes, multichannel, encoder_weights, **options) -> nn.Module``
+and returns a module whose ``forward(x: N,C,H,W float) -> logits N,num_classes,H,W``
+for any H, W (tiles are multiples of the output stride, but the decoder must
+not depend on that).
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+from ..errors import LandformError
+
+MULTICHANNEL_MODES = ("stack", "per_factor")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    builder: Callable
+    output_stride: int
+    backbones: Tuple[str, ...] = ()
+    description: str = ""
+    # Options the builder accepts beyond the common ones, with their defaults
+    # (stored in a model file's spec as "arch_options").
+    default_options: Dict[str, object] = field(default_factory=dict)
+
+
+def _fcn_resnet(*args, **kwargs):
+    from .fcn_resnet import build_fcn_resnet
+
+    return build_fcn_resnet(*args, **kwargs)
+
+
+ARCHITECTURES: Dict[str, Architecture] = {
+    "fcn_resnet": Architecture(
+        builder=_fcn_resnet,
+        output_stride=32,
+        backbones=("resnet18", "resnet34", "resnet50", "resnet101"),
+        description="Yang et al. (2023) FCN-ResNet: ResNet encoder, layer2-4 into a light FCN-8s-style decoder",
+        default_options={"norm": "batch", "decoder_channels": 256},
+    ),
+}
+
+
+def get_architecture(architecture: str) -> Architecture:
+    try:
+        return ARCHITECTURES[architecture]
+    except KeyError:
+        raise LandformError(
+            f"Unknown network architecture '{architecture}'; this plugin knows: {', '.join(sorted(ARCHITECTURES))}."
+        ) from None
+
+
+def output_stride(architecture: str) -> int:
+    """Total downsampling of the encoder; tile offsets are kept multiples of it."""
+    return get_architecture(architecture).output_stride
+
+
+def resolve_options(architecture: str, options: Optional[dict] = None) -> dict:
+    """The architecture's default options updated with ``options`` (unknown keys refused)."""
+    arch = get_architecture(architecture)
+    merged = dict(arch.default_options)
+    for key, value in (options or {}).items():
+        if key not in arch.default_options:
+            raise LandformError(f"Architecture '{architecture}' has no option '{key}'.")
+        merged[key] = value
+    return merged
+
+
+def build_model(
+    architecture: str,
+    backbone: str,
+    in_channels: int,
+    num_classes: int = 5,
+    multichannel: str = "stack",
+    encoder_weights: Optional[str] = None,
+    **options,
+):
+    """Build an untrained (or encoder-initialised) network.
+
+    ``multichannel``: "stack" = all input channels into one encoder;
+    "per_factor" = one encoder per input channel, features concatenated per
+    stage, one decoder (the paper's multichannel variant).
+    ``encoder_weights``: optional path to a local ``.safetensors`` file with
+    torchvision ResNet weights (nothing is downloaded).
+    """
+    arch = get_architecture(architecture)
+    if arch.backbones and backbone not in arch.backbones:
+        raise LandformError(
+            f"Architecture '{architecture}' supports backbones {', '.join(arch.backbones)}, not '{backbone}'."
+        )
+    if multichannel not in MULTICHANNEL_MODES:
+        raise LandformError(f"multichannel must be one of {MULTICHANNEL_MODES}, not '{multichannel}'.")
+    if int(in_channels) < 1:
+        raise LandformError("A network needs at least one input channel.")
+    opts = resolve_options(architecture, options)
+    return arch.builder(backbone, int(in_channels), int(num_classes), multichannel, encoder_weights, **opts)
+
+
+def count_parameters(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
