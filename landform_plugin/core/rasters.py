@@ -355,6 +355,10 @@ class GeoTiffWriter:
             if os.path.exists(stale):
                 os.remove(stale)
         os.replace(self.tmp_path, self.path)
+        # GTiff keeps category names (and other PAM metadata) in a side-car .aux.xml:
+        # move it with the file, or the class names are lost.
+        if os.path.exists(self.tmp_path + ".aux.xml"):
+            os.replace(self.tmp_path + ".aux.xml", self.path + ".aux.xml")
 
     def discard(self) -> None:
         self.ds = None
