@@ -1,0 +1,144 @@
+"""PNG previews of a landform classification a person can look at.
+
+One figure: the DEM's hillshade with the classes drawn semi-transparently over
+it and a legend of class names and colours; beside it, when a confidence raster
+is given, the confidence of the top class (0-1) over the same hillshade.
+matplotlib with the Agg backend (no display needed); large rasters are read
+decimated to at most ``max_side`` pixels per side.
+"""
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+from osgeo import gdal
+
+from . import labels, rasters
+from .errors import LandformError
+
+
+def _read_decimated(path: str, band: int, max_side: int, resample=gdal.GRIORA_NearestNeighbour):
+    ds, info = rasters.open_raster(path, band)
+    step = max(1, int(math.ceil(max(info.width, info.height) / max_side)))
+    bw, bh = max(1, info.width // step), max(1, info.height // step)
+    b = ds.GetRasterBand(band)
+    arr = b.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh, resample_alg=resample)
+    arr = arr.astype(np.float32)
+    if info.nodata is not None and not math.isnan(info.nodata):
+        arr[arr == np.float32(info.nodata)] = np.nan
+    return arr, info, step
+
+
+def hillshade(dem: np.ndarray, cell_x: float, cell_y: float, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:
+    """Lambertian hillshade in 0-1 (NaN stays NaN); for display only."""
+    z = np.where(np.isnan(dem), np.nanmean(dem), dem).astype(np.float64)
+    gy, gx = np.gradient(z, cell_y, cell_x)
+    slope = np.arctan(np.hypot(gx, gy))
+    aspect = np.arctan2(-gx, gy)  # rows grow southwards
+    az, alt = math.radians(360.0 - azimuth + 90.0), math.radians(altitude)
+    hs = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+    hs = np.clip(hs, 0, 1)
+    hs[np.isnan(dem)] = np.nan
+    return hs
+
+
+def class_colors(classes: Sequence[labels.LandformClass]) -> np.ndarray:
+    lut = np.zeros((256, 4), dtype=np.float32)
+    for c in classes:
+        lut[c.code, :3] = np.array(c.color) / 255.0
+        lut[c.code, 3] = 1.0
+    return lut
+
+
+def render_preview(
+    dem_path: str,
+    class_path: str,
+    out_png: str,
+    confidence_path: Optional[str] = None,
+    classes: Optional[List[labels.LandformClass]] = None,
+    title: str = "",
+    alpha: float = 0.55,
+    max_side: int = 1200,
+) -> str:
+    """Write the preview PNG to ``out_png`` and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    classes = classes or list(labels.DEFAULT_CLASSES)
+    cls, cinfo, _ = _read_decimated(class_path, 1, max_side)
+    dem_ds, dinfo = rasters.open_raster(dem_path)
+    if (dinfo.width, dinfo.height) != (cinfo.width, cinfo.height):
+        # A class raster on another grid (e.g. resampled): warp the DEM onto it for display.
+        mem = gdal.Warp("", dem_path, format="MEM", width=cls.shape[1], height=cls.shape[0],
+                        outputBounds=_bounds(cinfo), dstSRS=cinfo.crs_wkt or None, resampleAlg="bilinear")
+        if mem is None:
+            raise LandformError(f"Cannot resample '{dem_path}' onto the class raster for the preview.")
+        dem = mem.GetRasterBand(1).ReadAsArray().astype(np.float32)
+        nd = mem.GetRasterBand(1).GetNoDataValue()
+        if nd is not None:
+            dem[dem == np.float32(nd)] = np.nan
+    else:
+        dem, _, _ = _read_decimated(dem_path, 1, max_side, gdal.GRIORA_Average)
+        dem = dem[: cls.shape[0], : cls.shape[1]]
+    # Display cell size in metres (central row), scaled by the decimation.
+    dx, dy = rasters.cell_sizes_m(cinfo, cinfo.height // 2, 1)
+    sx, sy = cinfo.width / cls.shape[1], cinfo.height / cls.shape[0]
+    hs = hillshade(dem, float(dx[0]) * sx, float(dy[0]) * sy)
+
+    codes = np.nan_to_num(cls, nan=0).astype(np.int64).clip(0, 255)
+    overlay = class_colors(classes)[codes]
+    overlay[..., 3] = np.where(codes > 0, alpha, 0.0)
+
+    panels = 2 if confidence_path else 1
+    aspect = cls.shape[0] / cls.shape[1]
+    fig_w = 7.0 * panels
+    fig, axes = plt.subplots(1, panels, figsize=(fig_w, 7.0 * aspect + 1.4), squeeze=False, dpi=110)
+    ax = axes[0, 0]
+    ax.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(overlay, interpolation="nearest")
+    ax.set_title("Landform classes over hillshade")
+    ax.set_axis_off()
+    present = set(np.unique(codes).tolist())
+    handles = []
+    for c in classes:
+        if c.code == labels.NODATA_CLASS:
+            continue
+        share = 100.0 * np.mean(codes[codes > 0] == c.code) if (codes > 0).any() else 0.0
+        handles.append(Patch(facecolor=np.array(c.color) / 255.0, edgecolor="black",
+                             label=f"{c.code} {c.name} ({share:.1f} %)" if c.code in present else f"{c.code} {c.name} (0 %)"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8, frameon=False)
+
+    if confidence_path:
+        conf, _, _ = _read_decimated(confidence_path, 1, max_side)
+        ds = gdal.Open(confidence_path)
+        if ds is not None and ds.RasterCount > 1:
+            # Per-class heatmaps: show the top class's value.
+            stack = []
+            for b in range(1, ds.RasterCount + 1):
+                arr, _, _ = _read_decimated(confidence_path, b, max_side)
+                stack.append(arr)
+            conf = np.nanmax(np.stack(stack), axis=0)
+        conf = conf[: cls.shape[0], : cls.shape[1]]
+        ax2 = axes[0, 1]
+        ax2.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        im = ax2.imshow(np.ma.masked_invalid(np.where(codes > 0, conf, np.nan)), cmap="viridis", vmin=0, vmax=1,
+                        alpha=0.8, interpolation="nearest")
+        ax2.set_title("Confidence of the top class")
+        ax2.set_axis_off()
+        cb = fig.colorbar(im, ax=ax2, orientation="horizontal", fraction=0.05, pad=0.02)
+        cb.set_label("probability of the predicted class (0-1)")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def _bounds(info: rasters.RasterInfo):
+    gt = info.geotransform
+    x0, y0 = gt[0], gt[3]
+    x1, y1 = x0 + gt[1] * info.width, y0 + gt[5] * info.height
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
