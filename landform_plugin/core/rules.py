@@ -57,8 +57,8 @@ east-west size drifts (a warning is logged when cell widths vary by more than
 Implementation
 --------------
 Block by block with a halo (bounded memory: a few 512 x 512 blocks plus halo),
-running max/min by repeated doubling (../shared/GUIDE.md section 9: 3-4x faster
-than scipy's maximum_filter1d, identical results). The percentile of the
+relief by ``terrain.rdls_filter`` (running max/min by repeated doubling,
+../shared/GUIDE.md section 9: 3-4x faster than scipy's maximum_filter1d). The percentile of the
 surrounding window is computed on block means of s x s cells, with s chosen so
 that the window spans about 15 such cells, aligned to the raster's origin (so
 the result does not depend on the block layout), and interpolated bilinearly
@@ -74,7 +74,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from . import labels, rasters
+from . import labels, rasters, terrain
 from .errors import LandformError
 from .progress import Progress
 
@@ -141,49 +141,18 @@ class RuleParams:
 # ----------------------------------------------------------------------------- kernels
 
 
-def _odd_cells(metres: float, cell: float) -> int:
-    """Window size in cells: nearest odd integer to metres/cell, at least 3."""
-    n = int(round(metres / cell))
-    if n % 2 == 0:
-        n += 1 if metres / cell >= n else -1
-    return max(3, n)
-
-
-def running_extreme(a: np.ndarray, size: int, axis: int, op) -> np.ndarray:
-    """Centred running max (op=np.maximum) or min (np.minimum) of odd width ``size``.
-
-    Cells beyond the array ends are ignored (the window is truncated). Repeated
-    doubling: log2(size) passes of one vectorised op each.
-    """
-    if size <= 1:
-        return a.copy()
-    r = size // 2
-    fill = -np.inf if op is np.maximum else np.inf
-    a = np.moveaxis(a, axis, -1)
-    n = a.shape[-1]
-    pad = np.full(a.shape[:-1] + (r,), fill, dtype=a.dtype)
-    m = np.concatenate([pad, a, pad], axis=-1)
-    p = 1
-    while 2 * p <= size:
-        m = op(m[..., :-p], m[..., p:])
-        p *= 2
-    out = op(m[..., :n], m[..., size - p : size - p + n])
-    return np.moveaxis(out, -1, axis)
-
-
 def relief(dem: np.ndarray, size_y: int, size_x: int) -> np.ndarray:
-    """Max - min elevation in a centred (size_y x size_x) window, NaN ignored.
+    """Max - min elevation in a centred (size_y x size_x) window (odd sizes), NaN ignored.
 
-    Cells whose whole window is NaN get NaN.
+    Same shape as ``dem``; cells beyond its edges count as NaN; cells whose whole
+    window is NaN get NaN. Uses ``terrain.rdls_filter`` (running max/min by
+    repeated doubling), the project's one RDLS kernel.
     """
-    hi = np.where(np.isnan(dem), -np.inf, dem).astype(np.float32, copy=False)
-    lo = np.where(np.isnan(dem), np.inf, dem).astype(np.float32, copy=False)
-    hi = running_extreme(running_extreme(hi, size_y, 0, np.maximum), size_x, 1, np.maximum)
-    lo = running_extreme(running_extreme(lo, size_y, 0, np.minimum), size_x, 1, np.minimum)
+    ry, rx = size_y // 2, size_x // 2
+    padded = np.full((dem.shape[0] + 2 * ry, dem.shape[1] + 2 * rx), np.nan, dtype=np.float32)
+    padded[ry : ry + dem.shape[0], rx : rx + dem.shape[1]] = dem
     with np.errstate(invalid="ignore"):
-        out = hi - lo
-    out[~np.isfinite(out)] = np.nan
-    return out
+        return terrain.rdls_filter(padded, (size_y, size_x)).astype(np.float32, copy=False)
 
 
 def _block_means(a: np.ndarray, sy: int, sx: int) -> np.ndarray:
@@ -270,9 +239,9 @@ def window_cells(info: rasters.RasterInfo, params: RuleParams) -> WindowCells:
     cx, cy = float(dx[0]), float(dy[0])
     if not (cx > 0 and cy > 0 and math.isfinite(cx) and math.isfinite(cy)):
         raise LandformError(f"'{info.path}' has an invalid cell size; check its geotransform.")
-    local = (_odd_cells(params.local_window_m, cy), _odd_cells(params.local_window_m, cx))
-    surface = (_odd_cells(params.surface_window_m, cy), _odd_cells(params.surface_window_m, cx))
-    surround = (_odd_cells(params.surround_window_m, cy), _odd_cells(params.surround_window_m, cx))
+    local = terrain.rdls_window_pixels(params.local_window_m, (cx, cy))  # (rows, cols), odd, >= 3
+    surface = terrain.rdls_window_pixels(params.surface_window_m, (cx, cy))
+    surround = terrain.rdls_window_pixels(params.surround_window_m, (cx, cy))
     step = (max(1, int(round(surround[0] / 15))), max(1, int(round(surround[1] / 15))))
     cw = tuple(max(3, (int(round(surround[i] / step[i])) // 2) * 2 + 1) for i in range(2))
     need = max(

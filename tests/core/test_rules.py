@@ -35,18 +35,6 @@ def _dem_array(path):
 # ----------------------------------------------------------------------------- kernels
 
 
-def test_running_extreme_matches_scipy():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(40, 57)).astype(np.float32)
-    for size in (3, 5, 11, 17, 39):
-        got = rules.running_extreme(a, size, 1, np.maximum)
-        ref = ndimage.maximum_filter1d(a, size, axis=1, mode="constant", cval=-np.inf)
-        np.testing.assert_array_equal(got, ref)
-        got = rules.running_extreme(a, size, 0, np.minimum)
-        ref = ndimage.minimum_filter1d(a, size, axis=0, mode="constant", cval=np.inf)
-        np.testing.assert_array_equal(got, ref)
-
-
 def test_relief_ignores_nan_and_outside():
     rng = np.random.default_rng(1)
     a = rng.uniform(0, 100, size=(30, 30)).astype(np.float32)
