@@ -6,6 +6,7 @@ Each entry is (module, class). Modules import only QGIS and the light parts of
 import importlib
 
 _ALGORITHMS = [
+    ("rule_based", "RuleBasedLandformsAlgorithm"),
 ]
 
 

@@ -18,7 +18,8 @@ PAPER_CITATION = (
 
 
 class LandformAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses set name/displayName/group and implement ``run``.
+    """Base class: subclasses set name/displayName/group and implement ``process``
+    (or ``run``, which is renamed to ``process``; see ``__init_subclass__``).
 
     ``processAlgorithm`` turns core errors into QgsProcessingException, so the
     user sees a sentence, never a traceback.
@@ -58,13 +59,25 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
             log=feedback.pushInfo,
         )
 
+    def __init_subclass__(cls, **kwargs):
+        # QgsProcessingAlgorithm.run(parameters, context, feedback, configuration,
+        # catchExceptions) is what processing.run() calls: a subclass method named
+        # ``run`` would shadow it (TypeError: takes 4 positional arguments but 6 were
+        # given). Subclasses may still write their body as ``run(parameters, context,
+        # feedback)``: it is moved to ``process`` here and QGIS's run is left alone.
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.process = cls.__dict__["run"]
+            delattr(cls, "run")
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         try:
-            return self.run(parameters, context, feedback)
+            return self.process(parameters, context, feedback)
         except Cancelled as exc:
             raise QgsProcessingException(self.tr(f"Cancelled: {exc}. No output was written.")) from None
         except (LandformError, MissingDependency) as exc:
             raise QgsProcessingException(str(exc)) from None
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
+        """The algorithm's body (subclasses implement it, as ``process`` or ``run``)."""
         raise NotImplementedError
