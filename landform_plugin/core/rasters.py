@@ -88,10 +88,14 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     if not path:
         raise LandformError("No raster was given.")
     gdal.ErrorReset()
+    reason = ""
     with _quiet_gdal():
-        ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+        try:
+            ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+        except RuntimeError as exc:  # gdal.UseExceptions() is on (richdem and some plugins turn it on)
+            ds, reason = None, str(exc)
     if ds is None:
-        reason = gdal.GetLastErrorMsg() or "not a raster GDAL can read"
+        reason = reason or gdal.GetLastErrorMsg() or "not a raster GDAL can read"
         raise LandformError(f"Cannot open '{path}' as a raster: {reason}")
     if ds.RasterCount == 0:
         raise LandformError(f"'{path}' has no raster bands.")

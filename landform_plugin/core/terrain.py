@@ -515,8 +515,8 @@ def check_raster(ds, info: rasters.RasterInfo, names: Sequence[str], params: Fac
     if not 0 < params.altitude <= 90:
         raise LandformError(f"The sun altitude must be between 0 and 90 degrees (got {params.altitude}).")
     dx, dy = rasters.cell_sizes_m(info, info.height // 2, 1)
-    params = resolve_params(params, (float(dx[0]), float(dy[0])))
     if "rdls" in names:
+        params = resolve_params(params, (float(dx[0]), float(dy[0])))
         wy, wx = params.rdls_window_px
         if wy > info.height or wx > info.width:
             raise LandformError(
