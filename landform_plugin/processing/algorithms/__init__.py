@@ -7,6 +7,7 @@ import importlib
 
 _ALGORITHMS = [
     ("rule_based", "RuleBasedLandformsAlgorithm"),
+    ("terrain_factors", "TerrainFactorsAlgorithm"),
 ]
 
 
