@@ -426,11 +426,16 @@ def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarr
             res["slope"] = s
         if "aspect" in names:
             # gdaldem: atan2(dy, -dx) with dy = bottom - top, dx = right - left.
+            # Unscaled sums on square cells, exactly as gdaldem; else y scaled by dx/dy.
+            ratio = dx / dy
+            yy = np.negative(ns) if np.all(ratio == 1.0) else ns * (-ratio).astype(f32)
             with np.errstate(invalid="ignore"):
-                a = np.arctan2(-gy, -gx)
+                a = np.arctan2(yy, np.negative(ew))
+                del yy
                 a *= f32(180.0 / math.pi)
-                a = np.where(a > 90.0, f32(450.0) - a, f32(90.0) - a)
-                a[a == 360.0] = 0.0
+                np.subtract(f32(90.0), a, out=a)  # gdaldem: 90 - a, or 450 - a where a > 90
+                a += (a < 0) * f32(360.0)
+                a -= (a == 360.0) * f32(360.0)
                 a[(ew == 0) & (ns == 0)] = f32(ASPECT_FLAT)
             res["aspect"] = a
         if "hillshade" in names:
@@ -442,9 +447,10 @@ def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarr
             g2 += 1.0
             np.sqrt(g2, out=g2)
             num /= g2
-            with np.errstate(invalid="ignore"):
-                hs = np.where(num <= 0, f32(1.0), f32(1.0) + f32(254.0) * num)
-            res["hillshade"] = hs
+            np.maximum(num, f32(0.0), out=num)  # 1 in shadow (cos <= 0), as gdaldem
+            num *= f32(254.0)
+            num += f32(1.0)
+            res["hillshade"] = num
     curv = [k for k in names if k in CURVATURES]
     if curv:
         half = f32(0.5)
@@ -470,22 +476,21 @@ def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarr
             FGH = F * G
             FGH *= H
             s2 = G2 + H2
-            flat = s2 == 0
-            s2[flat] = 1.0
+            # Zero gradient: G = H = 0 make the numerators exactly 0, so the
+            # tiny floor gives 0 there (richdem's value) without masks.
+            np.maximum(s2, f32(1e-30), out=s2)
             scale = f32(-200.0) / s2
             if "profile_curvature" in names:
                 pr = D * G2
                 pr += E * H2
                 pr += FGH
                 pr *= scale
-                pr[flat] = 0.0
                 res["profile_curvature"] = pr
             if "plan_curvature" in names:
                 pl = D * H2
                 pl += E * G2
                 pl -= FGH
                 pl *= scale
-                pl[flat] = 0.0
                 res["plan_curvature"] = pl
     return res
 
