@@ -411,3 +411,17 @@ def test_cli(dems, tmp_path, capsys):
     assert main(["terrain", dems["vermont"], str(tmp_path), "--factors", "slope", "--rdls-window-m", "-5"]) == 0  # no rdls: window unused
     assert main(["terrain", dems["vermont"], str(tmp_path), "--factors", "rdls", "--rdls-window-m", "99999"]) == 2
     assert "larger than the raster" in capsys.readouterr().err
+
+
+def test_strips_give_identical_results(dems, monkeypatch):
+    """The 3x3 kernels run on row strips for cache locality; strip size never changes a value."""
+    elev, dx, dy, info = _whole(dems["jacksboro"])
+    names = [n for n in terrain.FACTOR_NAMES if n != "rdls"]
+    box = (0, info.height, 0, info.width)
+    monkeypatch.setattr(terrain, "STRIP_PIXELS", 1 << 30)
+    whole = terrain.compute_factors_block(elev, dx, dy, names, {}, raster_box=box)
+    for strip in (403 * 7, 1000, 1):
+        monkeypatch.setattr(terrain, "STRIP_PIXELS", strip)
+        got = terrain.compute_factors_block(elev, dx, dy, names, {}, raster_box=box)
+        for n in names:
+            np.testing.assert_array_equal(got[n], whole[n], err_msg=f"{n} strip {strip}")
