@@ -601,8 +601,7 @@ def derive_terrain_factors(
                 writers[name] = rasters.GeoTiffWriter(outputs[name], info, data_type=gdal.GDT_Float32, nodata=NODATA, band_names=[name])
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 1 else None
 
-        def compute(elev, win):
-            dxr, dyr = rasters.cell_sizes_m(info, win.y0 - halo, win.height + 2 * halo)
+        def compute(elev, win, dxr, dyr):
             box = window_raster_box(win, info.width, info.height)
             return compute_factors_block(elev, dxr, dyr, names, p, crop=halo, raster_box=box)
 
@@ -630,10 +629,11 @@ def derive_terrain_factors(
                 elev = rasters.read_window(src, win, info.nodata)
                 if samples is not None:
                     elev_by_win[(win.x0, win.y0)] = elev[halo : halo + win.height, halo : halo + win.width]
+                dxr, dyr = rasters.cell_sizes_m(info, win.y0 - halo, win.height + 2 * halo)
                 if pool is None:
-                    finish(win, compute(elev, win))
+                    finish(win, compute(elev, win, dxr, dyr))
                     continue
-                pending.append((win, pool.submit(compute, elev, win)))
+                pending.append((win, pool.submit(compute, elev, win, dxr, dyr)))
                 while len(pending) > max(1, workers):
                     w0, fut = pending.popleft()
                     finish(w0, fut.result())
