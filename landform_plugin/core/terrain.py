@@ -38,13 +38,16 @@ same values as its UTM reprojection.
   Evans/Florinsky.
 
 NoData and edges: NaN in, NaN out (written as ``NODATA`` = -9999 in Float32
-files). For the 3x3 factors a missing neighbour (NoData, or outside the
-raster) takes the centre cell's value: exactly ``gdaldem -compute_edges``
-(and richdem's rule), so edge cells and cells next to NoData get values.
+files). For the 3x3 factors exactly as ``gdaldem -compute_edges``: a NoData
+neighbour takes the centre cell's value (richdem's rule too); on the raster's
+outermost rows and columns the missing row/column is extrapolated linearly
+(2 z_edge - z_inner), so edge cells and cells next to NoData get values.
+(richdem copies the centre at raster edges too, so curvatures there differ
+from richdem's by design; ours are the less biased.)
 
 In-memory API (for the classifier and the training-chip code)
 --------------------------------------------------------------
-``compute_factors_block(elev, dx_rows, dy_rows, names, params, crop=0)``
+``compute_factors_block(elev, dx_rows, dy_rows, names, params, crop=0, raster_box=None)``
     ``elev``: 2-D float32 elevations, NaN for NoData and for cells outside the
     raster (what ``rasters.read_window`` returns). ``dx_rows``/``dy_rows``:
     cell width/height in metres for each row of ``elev`` (length
@@ -56,15 +59,19 @@ In-memory API (for the classifier and the training-chip code)
     whole-raster value when the cell is at least
     ``halo_pixels(names, params, cell_size_m)`` cells inside the array
     border, or when that border is the raster's edge (NaN there); nearer the
-    border the array edge is treated as a raster edge.
+    border the array edge is treated like NoData. Pass
+    ``raster_box=window_raster_box(win, width, height)`` to get gdaldem's
+    linear extrapolation on the raster's true edges (what the file outputs
+    hold); without it raster-edge cells use the centre-value rule.
 ``halo_pixels(names, params=None, cell_size_m=None) -> int``
     Margin to read around a block (1 for the 3x3 factors, half the RDLS
     window for rdls). ``cell_size_m`` (scalar or (dx, dy) in metres) is
     needed only for rdls unless ``params.rdls_window_px`` is set.
 ``resolve_params(params, cell_size_m) -> FactorParams``
-    Fixes the RDLS window in pixels once per raster (call it with
-    ``rasters.mean_cell_size_m``-like sizes) so every block uses the same
-    window; pass the result to both functions above.
+    Fixes the RDLS window in pixels once per raster (with the cell size at
+    the raster's central row, ``rasters.cell_sizes_m(info, info.height // 2, 1)``,
+    as the file outputs do) so every block uses the same window; pass the
+    result to both functions above.
 ``derive_terrain_factors(dem_path, outputs, ...)``
     The whole-raster, block-by-block writer used by the Processing algorithm
     and ``python -m landform_plugin.core terrain``.
