@@ -1,0 +1,607 @@
+"""Export training chips once, with GDAL, to a plain folder that training reads with numpy only.
+
+Layout of a chip folder::
+
+    manifest.json          what the chips are (see below)
+    chips/000000_x.npy     float32 (C, S, S): the network input, normalised exactly as
+                           core.inputs does it for classification (same code)
+    chips/000000_y.npy     uint8 (S, S): model class per pixel, 255 = ignored
+
+manifest.json holds: ``format``/``version``, ``chip_size``, ``input_factors``,
+``normalisation`` (per factor, core.inputs rules), ``pixel_size_m``,
+``classes`` (code, name, colour), ``num_classes``, ``ignore_index``,
+``code_mapping`` (user label code -> model class), ``label_strategy``, the
+``sources`` (DEM, labels, CRS, processing grid) and per chip its source, window
+on that grid (x0, y0, width, height in pixels) and class pixel counts.
+
+Labels
+------
+A raster of class codes (reprojected and resampled NEAREST onto the DEM's
+processing grid) or a polygon layer with a class field (any OGR-readable file,
+rasterised onto that grid, pixel centres inside polygons). User codes are
+mapped to model classes by ``code_mapping`` (default: 0-4 are the paper's
+classes); a code may map to ``"ignore"``. Pixels where the DEM has NoData are
+class 0 "no data" as in the paper; DEM pixels without a label are ignored
+(255) by the loss. The boundary strategy (core.label_strategies) is applied to
+the whole label grid before chips are cut.
+
+Chips are ``chip_size`` squares without overlap (the paper: 1024), aligned to
+the grid's top-left corner; the incomplete strip at the right and bottom edge
+is not used. A chip is kept when at least ``min_labelled`` of its pixels are
+valid DEM cells with a label.
+"""
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from . import inputs
+from .errors import LandformError
+from .label_strategies import DEFAULT_BUFFER_PX, IGNORE_INDEX, STRATEGIES, apply_strategy
+from .labels import DEFAULT_CLASSES, LandformClass
+from .progress import Progress
+from .rasters import RasterInfo, Window, _quiet_gdal, _srs, cell_sizes_m, mean_cell_size_m, open_raster, read_window, require_crs
+
+FORMAT = "landform-chips"
+VERSION = 1
+MANIFEST = "manifest.json"
+_UNLABELLED = -2147483648  # int32 sentinel for "no label here"
+
+
+@dataclass
+class ChipConfig:
+    dems: List[str]
+    labels: str
+    out_dir: str
+    label_field: Optional[str] = None  # polygon layers: the attribute holding the class code
+    code_mapping: Optional[Dict[str, Union[int, str]]] = None  # user code -> model class or "ignore"
+    factors: List[str] = field(default_factory=lambda: ["dem"])
+    normalisation: Optional[Dict[str, dict]] = None  # default: inputs.default_normalisation
+    pixel_size_m: Optional[float] = None  # None: each DEM's own cell size
+    chip_size: int = 1024
+    strategy: str = "original"
+    buffer_px: int = DEFAULT_BUFFER_PX
+    seed: int = 0
+    min_labelled: float = 0.5
+    classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    dem_band: int = 1
+    overwrite: bool = True
+
+
+# ----------------------------------------------------------------------------- code mapping
+
+
+def parse_mapping(text: Optional[str]) -> Optional[Dict[str, Union[int, str]]]:
+    """'10:1, 20:2, 99:ignore' -> {'10': 1, '20': 2, '99': 'ignore'} (None for empty)."""
+    if text is None or not str(text).strip():
+        return None
+    out: Dict[str, Union[int, str]] = {}
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" not in part and "=" not in part:
+            raise LandformError(f"Class mapping entry '{part}' is not of the form 'code:class' (e.g. '10:1').")
+        key, _, value = part.replace("=", ":").partition(":")
+        key, value = key.strip(), value.strip()
+        if value.lower() in ("ignore", "255", "-"):
+            out[_code_key(key)] = "ignore"
+        else:
+            try:
+                out[_code_key(key)] = int(value)
+            except ValueError:
+                raise LandformError(f"Class mapping entry '{part}': '{value}' is not a class number or 'ignore'.") from None
+    return out
+
+
+def _code_key(value) -> str:
+    """Normalise a user code to a string key: 3, 3.0 and '3' are the same code."""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    s = str(value).strip()
+    try:
+        f = float(s)
+        return str(int(f)) if f.is_integer() else repr(f)
+    except ValueError:
+        return s
+
+
+def resolve_mapping(mapping, num_classes: int) -> Dict[str, int]:
+    """Keys as code strings, values model classes (IGNORE_INDEX for 'ignore'); checked."""
+    if mapping is None:
+        mapping = {str(c): c for c in range(num_classes)}
+    out = {}
+    for k, v in mapping.items():
+        if isinstance(v, str) and v.lower() == "ignore":
+            out[_code_key(k)] = IGNORE_INDEX
+            continue
+        try:
+            c = int(v)
+        except (TypeError, ValueError):
+            raise LandformError(f"Class mapping: '{k}' maps to '{v}', which is not a class number.") from None
+        if not (0 <= c < num_classes or c == IGNORE_INDEX):
+            raise LandformError(f"Class mapping: '{k}' maps to class {c}, but the model's classes are 0-{num_classes - 1}.")
+        out[_code_key(k)] = c
+    return out
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+@dataclass
+class Grid:
+    """The processing grid of one DEM: an in-memory float32 raster with NaN for NoData."""
+
+    ds: gdal.Dataset
+    info: RasterInfo
+    pixel_size_m: float
+    source: str
+
+
+def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1) -> Grid:
+    """The DEM on the grid chips are cut from: as it is, or resampled to ``pixel_size_m``.
+
+    Projected CRSs: square pixels of pixel_size_m (in the CRS's unit). Geographic
+    CRSs: the CRS is kept and the pixel size in degrees is chosen so that a pixel
+    is pixel_size_m at the DEM's central latitude (x and y separately). Resampling
+    is bilinear, or average when coarsening by more than 1.5x.
+    """
+    ds, info = open_raster(dem_path, band)
+    require_crs(info)
+    native = mean_cell_size_m(info)
+    if pixel_size_m is None or abs(float(pixel_size_m) / native - 1.0) < 0.01:
+        target = native
+        mem = _to_mem_float(ds, info)
+    else:
+        target = float(pixel_size_m)
+        if target <= 0:
+            raise LandformError("The pixel size must be positive.")
+        dx, dy = cell_sizes_m(info, info.height // 2, 1)
+        xres = info.pixel_width * target / float(dx[0])
+        yres = info.pixel_height * target / float(dy[0])
+        alg = "average" if target > 1.5 * native else "bilinear"
+        with _quiet_gdal():
+            mem = gdal.Warp(
+                "",
+                _single_band(ds, band),
+                format="MEM",
+                xRes=xres,
+                yRes=yres,
+                resampleAlg=alg,
+                outputType=gdal.GDT_Float32,
+                srcNodata=info.nodata,
+                dstNodata=float("nan"),
+                multithread=False,
+            )
+        if mem is None:
+            raise LandformError(f"Could not resample '{dem_path}' to {target} m: {gdal.GetLastErrorMsg()}")
+    gt = mem.GetGeoTransform()
+    minfo = RasterInfo(
+        path=str(dem_path), band=1, width=mem.RasterXSize, height=mem.RasterYSize, band_count=1,
+        geotransform=tuple(gt), crs_wkt=info.crs_wkt, nodata=float("nan"), data_type="Float32",
+    )
+    return Grid(mem, minfo, float(target), str(dem_path))
+
+
+def _single_band(ds, band: int):
+    """A VRT view of one band (gdal.Warp in GDAL < 3.7 has no band selection)."""
+    if ds.RasterCount == 1:
+        return ds
+    return gdal.Translate("", ds, format="VRT", bandList=[int(band)])
+
+
+def _to_mem_float(ds, info: RasterInfo):
+    arr = ds.GetRasterBand(info.band).ReadAsArray().astype(np.float32)
+    if info.nodata is not None and not math.isnan(info.nodata):
+        arr[arr == np.float32(info.nodata)] = np.nan
+    mem = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Float32)
+    mem.SetGeoTransform(list(info.geotransform))
+    mem.SetProjection(info.crs_wkt)
+    b = mem.GetRasterBand(1)
+    b.SetNoDataValue(float("nan"))
+    b.WriteArray(arr)
+    return mem
+
+
+def _bounds(info: RasterInfo):
+    gt = info.geotransform
+    x0, y0 = gt[0], gt[3]
+    x1, y1 = x0 + gt[1] * info.width, y0 + gt[5] * info.height
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _transform_bounds(bounds, src_wkt: str, dst_wkt: str):
+    """Bounds of ``bounds`` (in src CRS) in the dst CRS, densified along the edges."""
+    src, dst = _srs(src_wkt), _srs(dst_wkt)
+    if src.IsSame(dst):
+        return bounds
+    ct = osr.CoordinateTransformation(src, dst)
+    xmin, ymin, xmax, ymax = bounds
+    pts = []
+    for t in np.linspace(0, 1, 21):
+        pts += [(xmin + t * (xmax - xmin), ymin), (xmin + t * (xmax - xmin), ymax),
+                (xmin, ymin + t * (ymax - ymin)), (xmax, ymin + t * (ymax - ymin))]
+    xs, ys = [], []
+    for x, y in pts:
+        try:
+            tx, ty, *_ = ct.TransformPoint(float(x), float(y))
+        except Exception:  # noqa: BLE001 - points outside the target CRS's area
+            continue
+        if math.isfinite(tx) and math.isfinite(ty):
+            xs.append(tx)
+            ys.append(ty)
+    if not xs:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _overlaps(a, b) -> bool:
+    return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _describe_crs(wkt: str) -> str:
+    if not wkt:
+        return "no CRS"
+    s = _srs(wkt)
+    code = s.GetAuthorityCode(None)
+    name = s.GetName() or "unknown"
+    return f"{s.GetAuthorityName(None)}:{code} ({name})" if code else name
+
+
+# ----------------------------------------------------------------------------- labels onto a grid
+
+
+def labels_on_grid(labels: str, grid: Grid, label_field: Optional[str] = None):
+    """User label codes on ``grid``: (int32 array of indices into ``codes``, list of code keys).
+
+    Index -1 means "no label". Raises LandformError when the labels do not
+    overlap the DEM.
+    """
+    if not labels:
+        raise LandformError("No labels were given.")
+    path, layer_name = _split_layer(labels)
+    with _quiet_gdal():
+        rds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY) if not label_field else None
+    if rds is not None and rds.RasterCount > 0:
+        return _raster_labels_on_grid(rds, path, grid)
+    with _quiet_gdal():
+        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+    if vds is None:
+        raise LandformError(f"Cannot open the labels '{labels}' as a raster or a vector layer.")
+    return _vector_labels_on_grid(vds, path, layer_name, label_field, grid)
+
+
+def _split_layer(uri: str):
+    """'file.gpkg|layername=zones' -> ('file.gpkg', 'zones')."""
+    path, _, rest = str(uri).partition("|")
+    layer = None
+    for part in rest.split("|"):
+        if part.startswith("layername="):
+            layer = part.split("=", 1)[1]
+    return path, layer
+
+
+def _raster_labels_on_grid(rds, path: str, grid: Grid):
+    gi = grid.info
+    wkt = rds.GetProjection() or ""
+    if not wkt:
+        raise LandformError(
+            f"The label raster '{path}' has no coordinate reference system, so it cannot be placed on the DEM. "
+            "Assign its CRS first."
+        )
+    gt = rds.GetGeoTransform()
+    linfo = RasterInfo(path, 1, rds.RasterXSize, rds.RasterYSize, rds.RasterCount, tuple(gt), wkt, None, "")
+    lb = _transform_bounds(_bounds(linfo), wkt, gi.crs_wkt)
+    if not _overlaps(lb, _bounds(gi)):
+        raise LandformError(
+            f"The label raster '{path}' ({_describe_crs(wkt)}) does not overlap the DEM '{grid.source}' "
+            f"({_describe_crs(gi.crs_wkt)}): check that both are in the right place and their CRSs are set correctly."
+        )
+    band = rds.GetRasterBand(1)
+    src_nodata = band.GetNoDataValue()
+    xmin, ymin, xmax, ymax = _bounds(gi)
+    with _quiet_gdal():
+        warped = gdal.Warp(
+            "", _single_band(rds, 1), format="MEM", outputBounds=(xmin, ymin, xmax, ymax), width=gi.width, height=gi.height,
+            dstSRS=gi.crs_wkt, resampleAlg="near", outputType=gdal.GDT_Float64,
+            srcNodata=src_nodata, dstNodata=float("nan"), multithread=False,
+        )
+    if warped is None:
+        raise LandformError(f"Could not place the label raster '{path}' on the DEM grid: {gdal.GetLastErrorMsg()}")
+    arr = warped.GetRasterBand(1).ReadAsArray()
+    finite = np.isfinite(arr)
+    values = np.unique(arr[finite])
+    codes = [_code_key(v) for v in values]
+    idx = np.full(arr.shape, -1, dtype=np.int32)
+    if values.size:
+        idx[finite] = np.searchsorted(values, arr[finite]).astype(np.int32)
+    return idx, codes
+
+
+def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_field: Optional[str], grid: Grid):
+    gi = grid.info
+    layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
+    if layer is None:
+        raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
+    defn = layer.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if not label_field:
+        raise LandformError(f"Labels '{path}' are a vector layer: name the field holding the class code (fields: {', '.join(names)}).")
+    if label_field not in names:
+        raise LandformError(f"The label layer '{path}' has no field '{label_field}'; its fields are {', '.join(names) or 'none'}.")
+    lsrs = layer.GetSpatialRef()
+    if lsrs is None:
+        raise LandformError(f"The label layer '{path}' has no coordinate reference system; assign one first.")
+    if hasattr(lsrs, "SetAxisMappingStrategy"):
+        lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    dsrs = _srs(gi.crs_wkt)
+    ct = None if lsrs.IsSame(dsrs) else osr.CoordinateTransformation(lsrs, dsrs)
+    mem_v = ogr.GetDriverByName("Memory").CreateDataSource("labels")
+    mlayer = mem_v.CreateLayer("labels", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
+    mlayer.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
+    codes: List[str] = []
+    index: Dict[str, int] = {}
+    layer.ResetReading()
+    gbounds = _bounds(gi)
+    any_overlap = False
+    for feat in layer:
+        geom = feat.GetGeometryRef()
+        if geom is None or feat.IsFieldNull(label_field) or not feat.IsFieldSet(label_field):
+            continue
+        geom = geom.Clone()
+        if ct is not None and geom.Transform(ct) != 0:
+            continue
+        env = geom.GetEnvelope()  # minx, maxx, miny, maxy
+        if _overlaps((env[0], env[2], env[1], env[3]), gbounds):
+            any_overlap = True
+        key = _code_key(feat.GetField(label_field))
+        if key not in index:
+            index[key] = len(codes)
+            codes.append(key)
+        f = ogr.Feature(mlayer.GetLayerDefn())
+        f.SetGeometry(geom)
+        f.SetField("idx", index[key])
+        mlayer.CreateFeature(f)
+    if not any_overlap:
+        raise LandformError(
+            f"The label polygons '{path}' ({_describe_crs(lsrs.ExportToWkt())}) do not overlap the DEM '{grid.source}' "
+            f"({_describe_crs(gi.crs_wkt)}): check that both are in the right place and their CRSs are set correctly."
+        )
+    mem = gdal.GetDriverByName("MEM").Create("", gi.width, gi.height, 1, gdal.GDT_Int32)
+    mem.SetGeoTransform(list(gi.geotransform))
+    mem.SetProjection(gi.crs_wkt)
+    mem.GetRasterBand(1).Fill(-1)
+    with _quiet_gdal():
+        err = gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
+    if err != 0:
+        raise LandformError(f"Could not rasterise the label polygons '{path}': {gdal.GetLastErrorMsg()}")
+    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), codes
+
+
+def model_labels(idx: np.ndarray, codes: Sequence[str], mapping: Dict[str, int], dem_valid: np.ndarray, source: str) -> np.ndarray:
+    """uint8 model classes: 0 where the DEM has no data, mapped codes elsewhere, 255 unlabelled."""
+    present = set(np.unique(idx[(idx >= 0) & dem_valid]).tolist())
+    unknown = [codes[i] for i in sorted(present) if codes[i] not in mapping]
+    if unknown:
+        known = ", ".join(sorted(mapping, key=lambda s: (len(s), s)))
+        raise LandformError(
+            f"The labels for '{source}' hold class code(s) {', '.join(unknown[:20])} that the class mapping does not "
+            f"cover (it maps {known}). Add them to the mapping (e.g. '{unknown[0]}:1', or '{unknown[0]}:ignore')."
+        )
+    lut = np.array([mapping.get(c, IGNORE_INDEX) for c in codes] + [IGNORE_INDEX], dtype=np.uint8)
+    out = lut[np.where(idx >= 0, idx, len(codes))]
+    out[~dem_valid] = 0
+    return out
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _window_cell_sizes(info: RasterInfo, win: Window):
+    """dx, dy (metres) per row of ``win`` with its halo; rows outside the raster take the edge value."""
+    rows = np.arange(win.y0 - win.halo, win.y0 + win.height + win.halo)
+    r = np.clip(rows, 0, info.height - 1)
+    lo, hi = int(r.min()), int(r.max())
+    dx, dy = cell_sizes_m(info, lo, hi - lo + 1)
+    return dx[r - lo], dy[r - lo]
+
+
+def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
+    """Write the chip folder; returns the manifest. On error/cancel nothing is left behind."""
+    progress = progress or Progress()
+    if not cfg.dems:
+        raise LandformError("No DEM was given.")
+    if cfg.strategy not in STRATEGIES:
+        raise LandformError(f"Unknown labelling strategy '{cfg.strategy}'; choose one of {', '.join(STRATEGIES)}.")
+    cs = int(cfg.chip_size)
+    if cs < 32 or cs % 32:
+        raise LandformError(f"The chip size must be a multiple of 32 pixels (at least 32), not {cs}.")
+    factors = list(cfg.factors or ["dem"])
+    norm = dict(cfg.normalisation or {})
+    for f in factors:
+        norm.setdefault(f, inputs.default_normalisation(f))
+    norm = {f: norm[f] for f in factors}
+    inputs.validate_normalisation(factors, norm)
+    classes = list(cfg.classes)
+    mapping = resolve_mapping(cfg.code_mapping, len(classes))
+
+    out_dir = os.path.abspath(cfg.out_dir)
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        if not cfg.overwrite or not os.path.exists(os.path.join(out_dir, MANIFEST)):
+            raise LandformError(f"The chip folder '{out_dir}' exists and is not an empty chip folder; choose another.")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.{uuid.uuid4().hex[:8]}.partial")
+    os.makedirs(os.path.join(tmp, "chips"))
+    t0 = time.time()
+    try:
+        manifest = _export(cfg, factors, norm, classes, mapping, tmp, progress)
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress.info(f"{len(manifest['chips'])} chips of {cs} px written to {out_dir} in {time.time() - t0:.1f} s")
+    progress.update(100)
+    return manifest
+
+
+def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
+    cs = int(cfg.chip_size)
+    chips = []
+    sources = []
+    totals = np.zeros(len(classes), dtype=np.int64)
+    grids = []
+    for i, dem in enumerate(cfg.dems):
+        progress.check()
+        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band)
+        gi = grid.info
+        if cs > gi.width or cs > gi.height:
+            raise LandformError(
+                f"The chip size ({cs} px) is larger than the DEM '{dem}' ({gi.width} x {gi.height} px at "
+                f"{grid.pixel_size_m:.1f} m): choose a smaller chip size (or a finer pixel size)."
+            )
+        grids.append(grid)
+    ps_all = [g.pixel_size_m for g in grids]
+    if max(ps_all) > 1.05 * min(ps_all):
+        progress.info(
+            "Warning: the DEMs have different cell sizes ("
+            + ", ".join(f"{p:.1f}" for p in ps_all)
+            + " m); give a pixel size to train at one resolution."
+        )
+    pixel_size_m = float(cfg.pixel_size_m) if cfg.pixel_size_m else float(np.median(ps_all))
+    n_dem = len(grids)
+    for i, grid in enumerate(grids):
+        sp = progress.sub(100.0 * i / n_dem, 100.0 * (i + 1) / n_dem)
+        gi = grid.info
+        band = grid.ds.GetRasterBand(1)
+        elev = band.ReadAsArray()
+        dem_valid = np.isfinite(elev)
+        del elev
+        idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)
+        lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
+        del idx
+        lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
+        sp.update(10)
+        halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
+        wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
+        kept = 0
+        for k, win in enumerate(wins):
+            sp.check()
+            y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+            labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+            if labelled.mean() < cfg.min_labelled:
+                sp.update(10 + 90 * (k + 1) / len(wins))
+                continue
+            raw = read_window(band, win, None)
+            dx, dy = _window_cell_sizes(gi, win)
+            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
+            cid = f"{len(chips):06d}"
+            np.save(os.path.join(tmp, "chips", f"{cid}_x.npy"), x.astype(np.float32, copy=False))
+            np.save(os.path.join(tmp, "chips", f"{cid}_y.npy"), np.ascontiguousarray(y, dtype=np.uint8))
+            counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=len(classes))[: len(classes)]
+            totals += counts
+            chips.append({
+                "id": cid, "x": f"chips/{cid}_x.npy", "y": f"chips/{cid}_y.npy", "source": i,
+                "window": [win.x0, win.y0, cs, cs], "class_counts": counts.tolist(),
+                "ignored": int((y == IGNORE_INDEX).sum()),
+            })
+            kept += 1
+            sp.update(10 + 90 * (k + 1) / len(wins))
+        sources.append({
+            "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
+            "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
+            "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
+            "label_codes_found": sorted(set(codes)),
+        })
+        progress.info(f"{os.path.basename(grid.source)}: {kept} of {len(wins)} chips kept")
+    if not chips:
+        raise LandformError(
+            f"No chip of {cs} px has at least {100 * cfg.min_labelled:.0f} % labelled DEM pixels: the labels may not "
+            "cover the DEM, or the chip size is too large."
+        )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "chip_size": cs,
+        "in_channels": len(factors),
+        "input_factors": factors,
+        "normalisation": norm,
+        "pixel_size_m": pixel_size_m,
+        "classes": [{"code": c.code, "name": c.name, "color": list(c.color)} for c in classes],
+        "num_classes": len(classes),
+        "ignore_index": IGNORE_INDEX,
+        "code_mapping": {k: ("ignore" if v == IGNORE_INDEX else v) for k, v in mapping.items()},
+        "label_strategy": {"name": cfg.strategy, "buffer_px": int(cfg.buffer_px), "seed": int(cfg.seed)},
+        "min_labelled": cfg.min_labelled,
+        "sources": sources,
+        "class_counts": totals.tolist(),
+        "chips": chips,
+    }
+
+
+def read_manifest(chip_dir: str) -> dict:
+    """Load and check a chip folder's manifest (numpy/json only: usable on a GPU box)."""
+    path = os.path.join(chip_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise LandformError(f"'{chip_dir}' is not a chip folder (no {MANIFEST}); export chips first.")
+    with open(path, encoding="utf-8") as fh:
+        m = json.load(fh)
+    if m.get("format") != FORMAT:
+        raise LandformError(f"'{path}' is not a landform chip manifest.")
+    if int(m.get("version", 0)) > VERSION:
+        raise LandformError(f"'{path}' was written by a newer version of the plugin (format {m.get('version')}).")
+    if not m.get("chips"):
+        raise LandformError(f"The chip folder '{chip_dir}' holds no chips.")
+    return m
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "chips",
+        help="export training chips (numpy + JSON) from DEMs and landform labels",
+        description="Cut DEMs and their labels into chips for 'train'. Needs GDAL; training then needs only torch+numpy.",
+    )
+    p.add_argument("--dem", action="append", required=True, help="DEM raster (repeat for several)")
+    p.add_argument("--labels", required=True, help="label raster of class codes, or polygon layer (with --field)")
+    p.add_argument("--field", default=None, help="polygon layers: attribute holding the class code")
+    p.add_argument("--mapping", default=None, help="user code -> model class, e.g. '10:1,20:2,30:3,40:4,99:ignore' (default: 0-4 as is)")
+    p.add_argument("--factors", default="dem", help="comma-separated input factors (default: dem)")
+    p.add_argument("--pixel-size", type=float, default=None, help="processing pixel size in metres (default: the DEM's)")
+    p.add_argument("--chip-size", type=int, default=1024, help="chip edge in pixels (paper: 1024)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="original", help="boundary labelling strategy (paper Table 4)")
+    p.add_argument("--buffer", type=int, default=DEFAULT_BUFFER_PX, help="boundary buffer in pixels (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-labelled", type=float, default=0.5, help="minimum share of labelled valid pixels per chip")
+    p.add_argument("--out", required=True, help="chip folder to write")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    cfg = ChipConfig(
+        dems=args.dem, labels=args.labels, out_dir=args.out, label_field=args.field,
+        code_mapping=parse_mapping(args.mapping), factors=[f.strip() for f in args.factors.split(",") if f.strip()],
+        pixel_size_m=args.pixel_size, chip_size=args.chip_size, strategy=args.strategy, buffer_px=args.buffer,
+        seed=args.seed, min_labelled=args.min_labelled,
+    )
+    m = export_chips(cfg, Progress(log=print))
+    counts = np.asarray(m["class_counts"], dtype=float)
+    share = counts / max(1.0, counts.sum())
+    print(f"{len(m['chips'])} chips; class shares: " + ", ".join(f"{c['name']} {100 * s:.2f} %" for c, s in zip(m["classes"], share)))
+    return 0

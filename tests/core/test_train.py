@@ -1,0 +1,110 @@
+"""Training from a chip folder: the paper's recipe pieces, a short real run, resume, bad input.
+
+Labels are rule-derived (relief classes, see test_chips.relief_labels), not a landform map."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from landform_plugin.core import chips, metrics, modelfile, train
+from landform_plugin.core.errors import Cancelled, LandformError
+from landform_plugin.core.progress import Progress
+
+from .test_chips import relief_labels, subset
+
+
+def test_paper_schedule_weights_and_split():
+    lrs = [train.lr_at(e, 1e-5, 20, 50) for e in range(50)]
+    assert lrs[:20] == [1e-5] * 20
+    assert lrs[20] == pytest.approx(1e-5) and lrs[35] == pytest.approx(1e-5 * 15 / 30)
+    assert lrs[49] == pytest.approx(1e-5 / 30) and train.lr_at(50, 1e-5, 20, 50) == 0.0
+    assert np.all(np.diff(lrs[20:]) < 0)
+    # the paper's Table 1 shares -> w = 1 + 1/share, no data fixed at 1
+    shares = np.array([1.60, 28.48, 10.52, 20.14, 39.26])
+    w = train.paper_class_weights(shares * 1000)
+    np.testing.assert_allclose(w, [1.0, 1 + 100 / 28.48, 1 + 100 / 10.52, 1 + 100 / 20.14, 1 + 100 / 39.26])
+    np.testing.assert_allclose(train.paper_class_weights([10, 90, 0, 3, 897], cap=20), [1, 1 + 1000 / 90, 1, 20, 1 + 1000 / 897])
+    tr, va = train.split_chips(10, 0.2, seed=3)
+    assert len(tr) == 8 and len(va) == 2 and not set(tr) & set(va)
+    assert train.split_chips(10, 0.2, seed=3) == (tr, va)
+    with pytest.raises(LandformError, match="Too few chips for a validation split"):
+        train.split_chips(2, 0.2, seed=0)
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    y = (np.arange(16).reshape(4, 4) % 5).astype(np.uint8)
+    xa, ya = train.augment_pair(x, y, np.random.default_rng(1))
+    # the label moves with the input: pixel (i, j) keeps its value pair
+    pairs = {(float(a), int(b)) for a, b in zip(x[0].ravel(), y.ravel())}
+    assert {(float(a), int(b)) for a, b in zip(xa[0].ravel(), ya.ravel())} == pairs
+
+
+@pytest.fixture(scope="module")
+def chip_dir(dems, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_chips")
+    dem = subset(dems["bigtujunga"], d / "dem.tif", 500, 100, 256, 256)
+    lab = relief_labels(dem, d / "labels.tif")
+    assert np.count_nonzero(np.bincount(lab.ravel())) >= 2
+    chips.export_chips(chips.ChipConfig(dems=[dem], labels=str(d / "labels.tif"), out_dir=str(d / "chips"),
+                                        chip_size=64, min_labelled=0.0))
+    return str(d / "chips")
+
+
+def test_short_run_lowers_loss_writes_model_and_resumes(chip_dir, tmp_path):
+    out = str(tmp_path / "m.safetensors")
+    cfg = train.TrainConfig(chips=chip_dir, out=out, architecture="fcn_resnet18", epochs=4, hold_epochs=4,
+                            lr=1e-3, batch_size=4, val_fraction=0.25, weight_cap=10, seed=1, threads=2)
+    messages = []
+    res = train.train(cfg, Progress(log=messages.append))
+    losses = [h["train_loss"] for h in res.history]
+    assert len(losses) == 4 and res.iterations == 4 * 3  # 12 training chips, batch 4
+    assert losses[-1] < 0.8 * losses[0], losses
+    spec = modelfile.read_spec(out)
+    assert (spec["architecture"], spec["backbone"], spec["input_factors"]) == ("fcn_resnet", "resnet18", ["dem"])
+    assert spec["pixel_size_m"] == 30.0 and spec["tile_size"] == 64
+    assert spec["training"]["train_chips"] == 12 and spec["training"]["val_chips"] == 4
+    assert spec["training"]["class_weights"][0] == 1.0 and max(spec["training"]["class_weights"]) <= 10
+    assert spec["metrics"]["val_pa"] == pytest.approx(100 * res.val_scores.pa, abs=0.01)
+    assert spec["metrics"]["validation"]["confusion_matrix"] == res.val_scores.confusion.tolist()
+    assert res.val_scores.total == 4 * 64 * 64
+    model, _ = modelfile.load_model(out)
+    rows = list(csv.DictReader(open(res.files["log_csv"])))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[0]["train_loss"]) == pytest.approx(losses[0])
+    for k in ("curve_png", "confusion_png"):
+        assert open(res.files[k], "rb").read(4) == b"\x89PNG"
+    assert open(res.files["confusion_csv"]).readline().startswith("reference")
+    assert not os.path.exists(out.replace(".safetensors", ".checkpoint.safetensors"))  # finished: removed
+    assert any("epoch 4/4" in m for m in messages)
+
+    # cancel during epoch 2: epoch 1 stays as checkpoint, no model file, then resume to the end
+    out2 = str(tmp_path / "r.safetensors")
+    cfg2 = train.TrainConfig(**{**cfg.__dict__, "out": out2, "epochs": 2, "hold_epochs": 2})
+    calls = {"n": 0}
+
+    def cancel_in_epoch_2():
+        calls["n"] += 1
+        return calls["n"] > 3 + 1 + 1  # 3 train batches + 1 val batch in epoch 1, then one more
+    with pytest.raises(Cancelled, match="last completed epoch \\(1\\) is kept"):
+        train.train(cfg2, Progress(is_cancelled=cancel_in_epoch_2))
+    ckpt = out2.replace(".safetensors", ".checkpoint.safetensors")
+    assert os.path.exists(ckpt) and not os.path.exists(out2)
+    res2 = train.train(train.TrainConfig(**{**cfg2.__dict__, "resume": "auto"}))
+    assert [h["epoch"] for h in res2.history] == [1, 2] and res2.iterations == 6
+    # deterministic: the resumed run's epoch 2 equals epoch 2 of the uninterrupted first run
+    # (same seed, split, batch order and learning rate)
+    for key in ("train_loss", "val_loss", "val_pa"):
+        assert res2.history[1][key] == pytest.approx(res.history[1][key], rel=1e-4), key
+
+
+def test_limits_and_bad_input(chip_dir, tmp_path):
+    res = train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "m.safetensors"), architecture="fcn_resnet18",
+                                        epochs=50, max_iterations=2, batch_size=2, threads=2))
+    assert res.iterations == 2 and res.epochs_done == 1 and "max_iterations" in res.stopped_early
+    assert os.path.exists(res.files["checkpoint"])  # stopped early: resumable
+    with pytest.raises(LandformError, match="end in .safetensors"):
+        train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "m.pt")))
+    with pytest.raises(LandformError, match="Too few chips"):
+        train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "x.safetensors"), val_fraction=0.01))
+    with pytest.raises(LandformError, match="not a chip folder"):
+        train.train(train.TrainConfig(chips=str(tmp_path), out=str(tmp_path / "x.safetensors")))
