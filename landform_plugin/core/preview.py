@@ -31,11 +31,11 @@ def _read_decimated(path: str, band: int, max_side: int, resample=gdal.GRIORA_Ne
 def hillshade(dem: np.ndarray, cell_x: float, cell_y: float, azimuth: float = 315.0, altitude: float = 45.0) -> np.ndarray:
     """Lambertian hillshade in 0-1 (NaN stays NaN); for display only."""
     z = np.where(np.isnan(dem), np.nanmean(dem), dem).astype(np.float64)
-    gy, gx = np.gradient(z, cell_y, cell_x)
-    slope = np.arctan(np.hypot(gx, gy))
-    aspect = np.arctan2(-gx, gy)  # rows grow southwards
-    az, alt = math.radians(360.0 - azimuth + 90.0), math.radians(altitude)
-    hs = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+    gy, gx = np.gradient(z, cell_y, cell_x)  # per metre; rows grow southwards
+    dz_east, dz_north = gx, -gy
+    az, alt = math.radians(azimuth), math.radians(altitude)
+    sun = (math.sin(az) * math.cos(alt), math.cos(az) * math.cos(alt), math.sin(alt))
+    hs = (-dz_east * sun[0] - dz_north * sun[1] + sun[2]) / np.sqrt(1.0 + dz_east ** 2 + dz_north ** 2)
     hs = np.clip(hs, 0, 1)
     hs[np.isnan(dem)] = np.nan
     return hs
@@ -55,7 +55,10 @@ def render_preview(
     out_png: str,
     confidence_path: Optional[str] = None,
     classes: Optional[List[labels.LandformClass]] = None,
+    compare_path: Optional[str] = None,
+    compare_title: str = "Rule-based classes (core.rules)",
     title: str = "",
+    class_title: str = "Landform classes over hillshade",
     alpha: float = 0.55,
     max_side: int = 1200,
 ) -> str:
@@ -91,14 +94,14 @@ def render_preview(
     overlay = class_colors(classes)[codes]
     overlay[..., 3] = np.where(codes > 0, alpha, 0.0)
 
-    panels = 2 if confidence_path else 1
+    panels = 1 + bool(confidence_path) + bool(compare_path)
     aspect = cls.shape[0] / cls.shape[1]
     fig_w = 7.0 * panels
     fig, axes = plt.subplots(1, panels, figsize=(fig_w, 7.0 * aspect + 1.4), squeeze=False, dpi=110)
     ax = axes[0, 0]
     ax.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.imshow(overlay, interpolation="nearest")
-    ax.set_title("Landform classes over hillshade")
+    ax.set_title(class_title)
     ax.set_axis_off()
     present = set(np.unique(codes).tolist())
     handles = []
@@ -111,16 +114,7 @@ def render_preview(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8, frameon=False)
 
     if confidence_path:
-        conf, _, _ = _read_decimated(confidence_path, 1, max_side)
-        ds = gdal.Open(confidence_path)
-        if ds is not None and ds.RasterCount > 1:
-            # Per-class heatmaps: show the top class's value.
-            stack = []
-            for b in range(1, ds.RasterCount + 1):
-                arr, _, _ = _read_decimated(confidence_path, b, max_side)
-                stack.append(arr)
-            conf = np.nanmax(np.stack(stack), axis=0)
-        conf = conf[: cls.shape[0], : cls.shape[1]]
+        conf = read_top_confidence(confidence_path, max_side)[: cls.shape[0], : cls.shape[1]]
         ax2 = axes[0, 1]
         ax2.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         im = ax2.imshow(np.ma.masked_invalid(np.where(codes > 0, conf, np.nan)), cmap="viridis", vmin=0, vmax=1,
@@ -129,12 +123,39 @@ def render_preview(
         ax2.set_axis_off()
         cb = fig.colorbar(im, ax=ax2, orientation="horizontal", fraction=0.05, pad=0.02)
         cb.set_label("probability of the predicted class (0-1)")
+    if compare_path:
+        other, _, _ = _read_decimated(compare_path, 1, max_side)
+        ocodes = np.nan_to_num(other[: cls.shape[0], : cls.shape[1]], nan=0).astype(np.int64).clip(0, 255)
+        ov = class_colors(classes)[ocodes]
+        ov[..., 3] = np.where(ocodes > 0, alpha, 0.0)
+        ax3 = axes[0, panels - 1]
+        ax3.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax3.imshow(ov, interpolation="nearest")
+        both = (codes > 0) & (ocodes > 0)
+        agree = 100.0 * np.mean(codes[both] == ocodes[both]) if both.any() else float("nan")
+        ax3.set_title(f"{compare_title}\nsame class as the left map: {agree:.1f} % of cells", fontsize=10)
+        ax3.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+def read_top_confidence(path: str, max_side: int) -> np.ndarray:
+    """The top-class confidence band of a confidence raster (by its description,
+    as core.predict names it), else the maximum over all bands."""
+    ds = gdal.Open(path)
+    if ds is None:
+        raise LandformError(f"Cannot open the confidence raster '{path}'.")
+    names = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)]
+    ds = None
+    for b, name in enumerate(names, start=1):
+        if name.lower().startswith("top-class"):
+            return _read_decimated(path, b, max_side)[0]
+    stack = [_read_decimated(path, b, max_side)[0] for b in range(1, len(names) + 1)]
+    return np.nanmax(np.stack(stack), axis=0) if len(stack) > 1 else stack[0]
 
 
 def _bounds(info: rasters.RasterInfo):

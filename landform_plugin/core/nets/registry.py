@@ -104,3 +104,48 @@ def build_model(
 
 def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+# The paper's Table 3 baselines (U-Net, Attention U-Net, FCN-8s, DeepLabv3),
+# registered here so model files, prediction and training know them.
+def _lazy_builder(module: str, name: str):
+    def build(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kwargs)
+
+    return build
+
+
+ARCHITECTURES.update(
+    {
+        "unet": Architecture(
+            builder=_lazy_builder("unet", "build_unet"),
+            output_stride=16,
+            backbones=("none",),
+            description="U-Net (Ronneberger et al. 2015), 64-1024 channels, trained from scratch",
+            default_options={"norm": "batch"},
+        ),
+        "attention_unet": Architecture(
+            builder=_lazy_builder("attention_unet", "build_attention_unet"),
+            output_stride=16,
+            backbones=("none",),
+            description="Attention U-Net (Oktay et al. 2018): U-Net with attention gates on the skips",
+            default_options={"norm": "batch"},
+        ),
+        "fcn8s": Architecture(
+            builder=_lazy_builder("fcn8s", "build_fcn8s"),
+            output_stride=32,
+            backbones=("vgg16",),
+            description="FCN-8s (Long et al. 2015) on a VGG16 encoder with 1x1 fc6/fc7",
+            default_options={"norm": "batch"},
+        ),
+        "deeplabv3": Architecture(
+            builder=_lazy_builder("deeplab", "build_deeplabv3"),
+            output_stride=8,
+            backbones=("resnet50", "resnet101"),
+            description="DeepLabv3 (Chen et al. 2017), dilated ResNet, ASPP, auxiliary FCN head for training",
+            default_options={"norm": "batch", "aux": True},
+        ),
+    }
+)

@@ -1,0 +1,315 @@
+"""Train the bundled default model (models/default_model.safetensors) from scratch.
+
+    nice -n 10 .venv/bin/python tools/train_default_model.py            # everything
+    .venv/bin/python tools/train_default_model.py --stage prepare        # data only
+
+Stages (each reuses the project's own code; nothing here is a second copy):
+
+1. prepare: every DEM of TRAIN_DEMS and HOLDOUT_DEMS (from ../shared/data/dems)
+   is warped to a 90 m grid in its UTM zone (average when coarsening by more
+   than 1.5x, else bilinear), labelled by core.rules with the default rule
+   parameters (labels are RULE-DERIVED, not a human landform map), and the
+   training DEMs are cut into 256 x 256 chips by core.chips (twice: once on the
+   grid's origin and once shifted by half a chip, so chip edges fall in
+   different places), merged into one chip folder.
+2. train: core.train with the recipe below (CPU, fp32).
+3. pack: BatchNorm running statistics re-estimated as exact averages over
+   training batches (small-batch BatchNorm drifts: ../shared/GUIDE.md section 8),
+   the validation chips re-scored in eval mode, the spec's tile size set to
+   INFERENCE_TILE, weights stored as float16 (core.modelfile loads them into the
+   float32 network; the file stays well under 50 MB).
+
+Held-out DEMs (HOLDOUT_DEMS) never enter chips; bench/accuracy.py scores the
+model on them. Everything is written under --work (default build/default_model).
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+from osgeo import gdal, osr  # noqa: E402
+
+from landform_plugin.core import chips, rasters, rules  # noqa: E402
+from landform_plugin.core.progress import Progress  # noqa: E402
+
+DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dems"))
+PIXEL_SIZE_M = 90.0
+CHIP_SIZE = 128
+INFERENCE_TILE = 512  # written into the spec: BatchNorm in eval mode is tile-independent
+FACTORS = ["dem", "rdls", "slope"]
+
+# name -> path under the data folder
+TRAIN_DEMS = {
+    "sanjoaquin_sierra": "jaanga_terrain_plus_srtm3/N36W120_srtm3_viewfinder.tif",
+    "sacramento_sierra": "jaanga_terrain_plus_srtm3/N39W122_srtm3_viewfinder.tif",
+    "sierra_foothills": "jaanga_terrain_plus_srtm3/N38W121_srtm3_viewfinder.tif",
+    "basin_and_range": "jaanga_terrain_plus_srtm3/N38W117_srtm3_viewfinder.tif",
+    "north_german_plain": "graphhopper_srtm3/N52E008_srtm3.tif",
+    "lower_elbe": "graphhopper_srtm3/N53E009_srtm3.tif",
+    "thuringia": "graphhopper_srtm3/N50E011_srtm3.tif",
+    "southern_uplands": "graphhopper_srtm3/N55W003_srtm3.tif",
+    "catalonia": "graphhopper_srtm3/N41E001_srtm3.tif",
+    "ventoux": "shareloc_cnes_srtm3/N44E005_ventoux_srtm3.tif",
+    "deadsea_moab": "srtm_geotiff_nicholas_fong/N31E035_deadsea_moab_srtm3.tif",
+    "logan": "taudem_testsuite/logan_utah_100m_nad83utm12.tif",
+    "tunisia_bizerte": "topopy_geolovic/tunisia_north_bizerte_28m_utm32.tif",
+    "missoula": "windninja_firelab/missoula_valley_montana_31m_utm11.tif",
+    "mackay": "windninja_firelab/mackay_idaho_30m_utm12.tif",
+}
+# Never trained on: a mountain range, a prairie plain, plateaus, the demo sample,
+# hills-and-mountains, and a valley plain with hills.
+HOLDOUT_DEMS = {
+    "bigtujunga": "topotoolbox_dems/bigtujunga_srtm30m_utm11.tif",  # San Gabriel Mountains
+    "fortworth": "pysheds_data/fortworth_3arcsec_dem.tif",  # Fort Worth prairie
+    "zion": "spdatalarge/zion_srtm_3arcsec.tif",  # Zion / Kolob plateaus
+    "boulder": "landlab_tutorial_data/boulder_frontrange_srtmgl3.tif",  # Front Range + High Plains (demo)
+    "jacksboro": "matplotlib_sample_data/jacksboro_fault_dem_3arcsec.tif",  # Cumberland Mountains
+    "diablo": "jaanga_terrain_plus_srtm3/N36W121_srtm3_viewfinder.tif",  # San Joaquin floor + Diablo Range
+}
+
+# The recipe (see models/README.md for why).
+TRAIN_ARGS = dict(
+    architecture="fcn_resnet",
+    backbone="resnet18",
+    norm="batch",
+    arch_options={"decoder_channels": 128},
+    lr=1e-3,
+    hold_epochs=0,
+    epochs=12,
+    batch_size=16,
+    val_fraction=0.15,
+    seed=0,
+    class_weights="paper",
+    weight_cap=10.0,
+    augment=True,
+    amp="off",
+    device="cpu",
+    threads=2,
+    keep="best",
+)
+
+
+def utm_wkt(ds) -> str:
+    """WKT of the WGS 84 UTM zone holding the raster's centre."""
+    gt = ds.GetGeoTransform()
+    cx, cy = gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * ds.RasterYSize / 2
+    src = osr.SpatialReference(ds.GetProjection())
+    src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    wgs = osr.SpatialReference()
+    wgs.ImportFromEPSG(4326)
+    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    lon, lat, _ = osr.CoordinateTransformation(src, wgs).TransformPoint(cx, cy)
+    zone = int(math.floor((lon + 180) / 6)) + 1
+    dst = osr.SpatialReference()
+    dst.ImportFromEPSG((32600 if lat >= 0 else 32700) + zone)
+    return dst.ExportToWkt()
+
+
+def warp_to_grid(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M) -> str:
+    ds, info = rasters.open_raster(src_path)
+    native = rasters.mean_cell_size_m(info)
+    alg = "average" if pixel_size_m > 1.5 * native else "bilinear"
+    os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+    out = gdal.Warp(
+        dst_path, ds, format="GTiff", dstSRS=utm_wkt(ds), xRes=pixel_size_m, yRes=pixel_size_m,
+        resampleAlg=alg, srcNodata=info.nodata, dstNodata=-9999.0, outputType=gdal.GDT_Float32,
+        targetAlignedPixels=True, creationOptions=rasters.GTIFF_OPTIONS,
+    )
+    if out is None:
+        raise RuntimeError(f"warp failed for {src_path}: {gdal.GetLastErrorMsg()}")
+    out = None
+    return dst_path
+
+
+def prepare(work: str, data: str, log=print) -> dict:
+    """Warp, label and chip; returns a summary (also written to work/prepare.json)."""
+    summary = {"pixel_size_m": PIXEL_SIZE_M, "chip_size": CHIP_SIZE, "factors": FACTORS, "dems": {}}
+    for group, dems in (("train", TRAIN_DEMS), ("holdout", HOLDOUT_DEMS)):
+        for name, rel in dems.items():
+            src = os.path.join(data, rel)
+            dem90 = os.path.join(work, "dem90", f"{name}.tif")
+            lab90 = os.path.join(work, "rules90", f"{name}.tif")
+            warp_to_grid(src, dem90)
+            res = rules.classify_raster(dem90, lab90)
+            _, info = rasters.open_raster(dem90)
+            summary["dems"][name] = {
+                "group": group, "source": rel, "dem90": dem90, "labels": lab90,
+                "size": [info.width, info.height], "shares": res["shares"],
+            }
+            log(f"{group:8s} {name:20s} {info.width}x{info.height} "
+                + ", ".join(f"{k} {v:.1f}%" for k, v in res["shares"].items()))
+    parts = []
+    for name in TRAIN_DEMS:
+        d = summary["dems"][name]
+        w, h = d["size"]
+        variants = [("a", None)]
+        if w >= CHIP_SIZE + CHIP_SIZE // 2 and h >= CHIP_SIZE + CHIP_SIZE // 2:
+            variants.append(("b", CHIP_SIZE // 2))
+        for tag, off in variants:
+            dem = d["dem90"]
+            if off:
+                dem = os.path.join(work, "dem90_shifted", f"{name}.tif")
+                os.makedirs(os.path.dirname(dem), exist_ok=True)
+                gdal.Translate(dem, d["dem90"], srcWin=[off, off, w - off, h - off], creationOptions=rasters.GTIFF_OPTIONS)
+            if w - (off or 0) < CHIP_SIZE or h - (off or 0) < CHIP_SIZE:
+                log(f"{name}: smaller than one chip, skipped")
+                continue
+            out = os.path.join(work, "chip_parts", f"{name}_{tag}")
+            cfg = chips.ChipConfig(dems=[dem], labels=d["labels"], out_dir=out, factors=FACTORS,
+                                   chip_size=CHIP_SIZE, strategy="original", min_labelled=0.5)
+            m = chips.export_chips(cfg)
+            log(f"{name}_{tag}: {len(m['chips'])} chips")
+            parts.append(out)
+    merged = merge_chip_folders(parts, os.path.join(work, "chips"))
+    counts = np.asarray(merged["class_counts"], dtype=float)
+    summary["chips"] = len(merged["chips"])
+    summary["class_shares_chips"] = {c["name"]: round(100 * n / counts.sum(), 2) for c, n in zip(merged["classes"], counts)}
+    log(f"{summary['chips']} chips; class shares {summary['class_shares_chips']}")
+    with open(os.path.join(work, "prepare.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    return summary
+
+
+def merge_chip_folders(parts, out_dir: str) -> dict:
+    """One chip folder from several (core.chips writes one label raster per call)."""
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(os.path.join(out_dir, "chips"))
+    merged = None
+    for part in parts:
+        m = chips.read_manifest(part)
+        if merged is None:
+            merged = {k: v for k, v in m.items() if k not in ("chips", "sources", "class_counts")}
+            merged.update(chips=[], sources=[], class_counts=[0] * len(m["class_counts"]))
+        for key in ("chip_size", "input_factors", "normalisation", "pixel_size_m", "num_classes"):
+            if m[key] != merged[key]:
+                raise ValueError(f"chip folders differ in {key}")
+        base = len(merged["sources"])
+        merged["sources"].extend(m["sources"])
+        merged["class_counts"] = [a + b for a, b in zip(merged["class_counts"], m["class_counts"])]
+        for c in m["chips"]:
+            cid = f"{len(merged['chips']):06d}"
+            for k in ("x", "y"):
+                dst = f"chips/{cid}_{k}.npy"
+                os.replace(os.path.join(part, c[k]), os.path.join(out_dir, dst))
+                c[k] = dst
+            c["id"], c["source"] = cid, base + int(c["source"])
+            merged["chips"].append(c)
+    with open(os.path.join(out_dir, chips.MANIFEST), "w") as fh:
+        json.dump(merged, fh, indent=1)
+    return merged
+
+
+def train_model(work: str, out: str, minutes: float, log=print):
+    from landform_plugin.core import train
+
+    cfg = train.TrainConfig(chips=os.path.join(work, "chips"), out=os.path.join(work, "model_fp32.safetensors"),
+                            max_minutes=minutes, resume=None, **TRAIN_ARGS)
+    res = train.train(cfg, Progress(log=log))
+    return res
+
+
+def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size: int = 16, log=print):
+    """Re-estimate BatchNorm running statistics as exact means over training batches.
+
+    Returns (model, spec, val_scores) with the model in eval mode.
+    """
+    import torch
+
+    from landform_plugin.core import metrics, modelfile, train
+
+    model, spec = modelfile.load_model(model_path)
+    manifest = chips.read_manifest(chip_dir)
+    train_ids, val_ids = train.split_chips(len(manifest["chips"]), TRAIN_ARGS["val_fraction"], TRAIN_ARGS["seed"])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    ds = train.ChipSet(chip_dir, manifest, train_ids, True, 123)
+    with torch.no_grad():
+        for i, (xb, _yb) in enumerate(ds.batches(batch_size, True)):
+            if i >= batches:
+                break
+            model(torch.from_numpy(xb))
+    model.eval()
+    n = int(manifest["num_classes"])
+    cm = np.zeros((n, n), dtype=np.int64)
+    vs = train.ChipSet(chip_dir, manifest, val_ids, False, 0)
+    with torch.no_grad():
+        for xb, yb in vs.batches(batch_size, False):
+            pred = model(torch.from_numpy(xb)).argmax(1).numpy()
+            ok = yb != manifest.get("ignore_index", 255)
+            cm += np.bincount(yb[ok].astype(np.int64) * n + pred[ok], minlength=n * n).reshape(n, n)
+    scores = metrics.scores(cm, [c["name"] for c in manifest["classes"]])
+    log(f"after BatchNorm re-estimation: validation PA {100 * scores.pa:.2f} %, MIoU {100 * scores.miou:.2f} %")
+    return model, spec, scores
+
+
+def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
+    """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from landform_plugin.core import modelfile
+
+    model, spec, scores = recalibrate_bn(fp32_path, chip_dir, log=log)
+    spec["tile_size"] = INFERENCE_TILE
+    spec.setdefault("training", {})["stored_dtype"] = "float16"
+    spec["training"]["bn_recalibrated"] = "running statistics = exact means over 60 training batches of 16"
+    spec.setdefault("metrics", {}).update(
+        val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
+    )
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+             for k, v in model.state_dict().items()}
+    modelfile.validate_spec(spec, "the default model")
+    tmp = dst + ".partial"
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    save_file(state, tmp, metadata={modelfile.METADATA_KEY: json.dumps(spec, sort_keys=True)})
+    os.replace(tmp, dst)
+    # The float16 file must load into the float32 network and give the same classes.
+    m16, _ = modelfile.load_model(dst)
+    manifest = chips.read_manifest(chip_dir)
+    x = np.stack([np.load(os.path.join(chip_dir, c["x"])) for c in manifest["chips"][:8]])
+    with torch.no_grad():
+        a = model(torch.from_numpy(x)).argmax(1)
+        b = m16(torch.from_numpy(x)).argmax(1)
+    agree = float((a == b).float().mean())
+    log(f"float16 weights: class agreement with float32 on 8 chips {100 * agree:.3f} %")
+    return dst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default=os.path.join(REPO, "build", "default_model"))
+    ap.add_argument("--data", default=DATA, help="the shared DEM folder (../shared/data/dems)")
+    ap.add_argument("--out", default=os.path.join(REPO, "models", "default_model.safetensors"))
+    ap.add_argument("--minutes", type=float, default=45.0, help="stop training after this many minutes")
+    ap.add_argument("--stage", choices=["all", "prepare", "train", "pack"], default="all")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')} +{time.time() - t0:6.0f}s] {msg}", flush=True)
+
+    os.makedirs(args.work, exist_ok=True)
+    if args.stage in ("all", "prepare"):
+        prepare(args.work, args.data, log)
+    if args.stage in ("all", "train"):
+        train_model(args.work, args.out, args.minutes, log)
+    if args.stage in ("all", "train", "pack"):
+        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log)
+        log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
