@@ -265,6 +265,13 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
     spec["tile_size"] = INFERENCE_TILE
     spec.setdefault("training", {})["stored_dtype"] = "float16"
     spec["training"]["bn_recalibrated"] = "running statistics = exact means over 60 training batches of 16"
+    spec["training"].update(
+        label_source="rule-derived: core.rules with its default parameters (first level of Cheng et al. 2011); "
+                     "not a human landform map",
+        train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
+        data_grid=f"each DEM warped to {PIXEL_SIZE_M:g} m in its WGS 84 UTM zone",
+        command="nice -n 10 .venv/bin/python tools/train_default_model.py",
+    )
     spec.setdefault("metrics", {}).update(
         val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
     )
