@@ -279,9 +279,23 @@ def rdls_filter(elev: np.ndarray, window_px: Tuple[int, int]) -> np.ndarray:
     NaN cells in the window are ignored; the caller masks NaN centres.
     """
     wy, wx = window_px
-    hi = _running(_running(elev, wy, 0, np.fmax), wx, 1, np.fmax)
-    lo = _running(_running(elev, wy, 0, np.fmin), wx, 1, np.fmin)
-    return hi - lo
+    n, m = elev.shape
+    rows, cols = n - wy + 1, m - wx + 1
+    # Columns are independent in the vertical pass and rows in the horizontal
+    # one: both run on cache-sized strips (same values, fewer cache misses).
+    hi = np.empty((rows, m), dtype=elev.dtype)
+    lo = np.empty((rows, m), dtype=elev.dtype)
+    step = max(8, STRIP_PIXELS // max(1, n))
+    for c in range(0, m, step):
+        part = elev[:, c : c + step]
+        hi[:, c : c + step] = _running(part, wy, 0, np.fmax)
+        lo[:, c : c + step] = _running(part, wy, 0, np.fmin)
+    out = np.empty((rows, cols), dtype=elev.dtype)
+    step = max(1, STRIP_PIXELS // max(1, m))
+    for r in range(0, rows, step):
+        out[r : r + step] = _running(hi[r : r + step], wx, 1, np.fmax)
+        out[r : r + step] -= _running(lo[r : r + step], wx, 1, np.fmin)
+    return out
 
 
 def compute_factors_block(
