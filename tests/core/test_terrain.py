@@ -425,3 +425,13 @@ def test_strips_give_identical_results(dems, monkeypatch):
         got = terrain.compute_factors_block(elev, dx, dy, names, {}, raster_box=box)
         for n in names:
             np.testing.assert_array_equal(got[n], whole[n], err_msg=f"{n} strip {strip}")
+
+
+def test_rdls_strips_equal_brute_force(dems, monkeypatch):
+    elev, dx, dy, info = _whole(dems["jacksboro"])
+    params = terrain.resolve_params({"rdls_window_m": 1200.0}, (dx[info.height // 2], dy[info.height // 2]))
+    want = _brute_rdls(elev, *params.rdls_window_px).astype(np.float32)
+    for strip in (1 << 30, 5000, 1):
+        monkeypatch.setattr(terrain, "STRIP_PIXELS", strip)
+        got = terrain.compute_factors_block(elev, dx, dy, ["rdls"], params)["rdls"]
+        np.testing.assert_array_equal(got, want, err_msg=f"strip {strip}")
