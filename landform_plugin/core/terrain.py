@@ -532,12 +532,15 @@ def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarr
 # ----------------------------------------------------------------------------- whole rasters
 
 
-def _to_file_values(name: str, arr: np.ndarray) -> np.ndarray:
+def _to_file_values(name: str, arr: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """What the GeoTIFF holds: NaN -> NODATA (Float32), hillshade rounded to Byte with NoData 0."""
+    out = arr.astype(np.float32, copy=not inplace)
     if name == "hillshade":
-        out = np.rint(np.nan_to_num(arr, nan=HILLSHADE_NODATA))
+        np.copyto(out, np.float32(HILLSHADE_NODATA), where=np.isnan(out))
+        np.rint(out, out=out)
         return out.astype(np.uint8)
-    out = arr.astype(np.float32, copy=False)
-    return np.where(np.isnan(out), np.float32(NODATA), out)
+    np.copyto(out, np.float32(NODATA), where=np.isnan(out))
+    return out
 
 
 def check_raster(ds, info: rasters.RasterInfo, names: Sequence[str], params: FactorParams) -> FactorParams:
@@ -632,10 +635,10 @@ def derive_terrain_factors(
 
         def finish(win, result):
             nonlocal done
-            for name, w in writers.items():
-                w.write(_to_file_values(name, result[name]), win.x0, win.y0)
-            if samples is not None:
+            if samples is not None:  # before the in-place NoData conversion below
                 _collect(samples, result, win, halo, stride, elev_by_win.pop((win.x0, win.y0)))
+            for name, w in writers.items():
+                w.write(_to_file_values(name, result[name], inplace=True), win.x0, win.y0)
             done += 1
             if win.x0 + win.width >= info.width:
                 # A whole row of blocks is done: let GDAL compress and release its tiles.
