@@ -249,11 +249,16 @@ class ChipSet:
         return x.astype(np.float32, copy=False), y.astype(np.int64)
 
     def batches(self, batch_size: int, shuffle: bool):
+        """Batches in a per-epoch seeded order. When shuffling (training) a trailing batch of
+        a single chip is left out (BatchNorm cannot train on one sample with a 1x1 map, as in
+        ASPP's pooling branch); the next epoch's order differs, so every chip is still used."""
         order = np.arange(len(self))
         if shuffle:
             order = np.random.default_rng([self.seed, 7919, self.epoch]).permutation(len(self))
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
+            if shuffle and len(idx) == 1 and batch_size > 1:
+                return
             xs, ys = zip(*(self[int(i)] for i in idx))
             yield np.stack(xs), np.stack(ys)
 
@@ -429,6 +434,7 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = _amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
+    use_aux = hasattr(model, "forward_with_aux") and getattr(model, "aux_classifier", None) is not None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     wt = torch.tensor(weights, dtype=torch.float32, device=device)
     progress.info(f"{arch}/{backbone} ({multichannel}), {n_params / 1e6:.2f} M parameters, on {device}"
@@ -453,7 +459,7 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
 
     train_set = ChipSet(cfg.chips, manifest, train_ids, cfg.augment, cfg.seed)
     val_set = ChipSet(cfg.chips, manifest, val_ids, False, cfg.seed)
-    n_batches = math.ceil(len(train_set) / batch_size)
+    n_batches = len(train_set) // batch_size + (1 if len(train_set) % batch_size > 1 else 0)
     total_its = max(1, (cfg.epochs - start_epoch) * n_batches)
     if cfg.max_iterations:
         total_its = min(total_its, int(cfg.max_iterations))
@@ -502,10 +508,15 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
                 x, y = to_dev(xb, yb)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast():
-                    out = model(x)
+                    if use_aux:
+                        out, aux = model.forward_with_aux(x)
+                    else:
+                        out, aux = model(x), None
                 loss, cm_b, nv = loss_and_cm(out, y)
                 if nv == 0:
                     continue
+                if aux is not None:  # DeepLabv3's auxiliary head, weight 0.5 (torchvision's recipe)
+                    loss = loss + 0.5 * loss_and_cm(aux, y)[0]
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)

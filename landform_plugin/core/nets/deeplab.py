@@ -1,0 +1,71 @@
+"""DeepLabv3 with a dilated ResNet (Chen et al. 2017), the paper's Table 3 "DeepLabv3_ResNet101".
+
+torchvision's DeepLabv3 (ASPP head with rates 12/24/36, output stride 8 by
+dilating layer3 and layer4) plus its auxiliary FCN head on layer3, as
+torchvision's ``deeplabv3_resnet101(aux_loss=True)`` builds it: 60.99 M
+parameters, the paper's figure. ``forward`` returns the main logits only;
+training adds the auxiliary loss through ``forward_with_aux`` (weight 0.5, as
+torchvision's reference recipe). The encoder can start from a local
+.safetensors file of torchvision ResNet weights (nothing is downloaded).
+
+Note for tiled prediction: ASPP's image-pooling branch averages over the whole
+tile, so predictions depend slightly on the tile (unlike FCN-ResNet).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+from ..errors import LandformError
+from .fcn_resnet import _load_encoder_weights, norm_layer
+
+BACKBONES = ("resnet50", "resnet101")
+
+
+class DeepLabV3(nn.Module):
+    def __init__(self, backbone: str, in_channels: int, num_classes: int, norm: str = "batch", encoder_weights=None,
+                 aux: bool = True):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise LandformError(f"DeepLabv3 supports backbones {', '.join(BACKBONES)}, not '{backbone}'.")
+        self.in_channels, self.num_classes = in_channels, num_classes
+        net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm),
+                                                    replace_stride_with_dilation=[False, True, True])
+        if encoder_weights:
+            _load_encoder_weights(net, encoder_weights)
+        old = net.conv1
+        conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        if encoder_weights:
+            with torch.no_grad():
+                conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+        net.conv1 = conv1
+        layers = {"layer4": "out", "layer3": "aux"} if aux else {"layer4": "out"}
+        self.backbone = IntermediateLayerGetter(net, return_layers=layers)
+        self.classifier = DeepLabHead(2048, num_classes)
+        self.aux_classifier = FCNHead(1024, num_classes) if aux else None
+
+    def _run(self, x, with_aux: bool):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise LandformError(f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        size = x.shape[-2:]
+        feats = self.backbone(x)
+        out = F.interpolate(self.classifier(feats["out"]), size=size, mode="bilinear", align_corners=False)
+        if not with_aux or self.aux_classifier is None:
+            return out
+        aux = F.interpolate(self.aux_classifier(feats["aux"]), size=size, mode="bilinear", align_corners=False)
+        return out, aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, False)
+
+    def forward_with_aux(self, x: torch.Tensor):
+        return self._run(x, True)
+
+
+def build_deeplabv3(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch", aux=True):
+    if multichannel == "per_factor":
+        raise LandformError("DeepLabv3 takes several factors as stacked channels only; 'per_factor' is available for fcn_resnet.")
+    return DeepLabV3(backbone, in_channels, num_classes, norm, encoder_weights, bool(aux))
