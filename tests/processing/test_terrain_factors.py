@@ -59,8 +59,8 @@ def test_all_outputs_match_the_core_and_keep_georeferencing(run_alg, dems, tmp_p
     assert rows[0][1:9] == ["dem"] + list(terrain.FACTOR_NAMES)
 
 
-def test_defaults_create_the_paper_factors_only(run_alg, dems, tmp_path):
-    """Unset outputs: slope, hillshade, RDLS and surface curvature by default (temporary files), others skipped."""
+def test_temporary_outputs_and_skipped_outputs(run_alg, dems, tmp_path):
+    """What the dialog's defaults ask for (slope, hillshade, RDLS, surface curvature as temporary files); the rest skipped."""
     res = run_alg("terrainfactors", {"INPUT": dems["vermont"], "SLOPE": "TEMPORARY_OUTPUT", "HILLSHADE": "TEMPORARY_OUTPUT",
                                      "RDLS": "TEMPORARY_OUTPUT", "CURVATURE": "TEMPORARY_OUTPUT"})
     assert {"SLOPE", "HILLSHADE", "RDLS", "CURVATURE"} <= set(res)

@@ -125,6 +125,12 @@ class TerrainFactorsAlgorithm(LandformAlgorithm):
                 outputs[name] = dest
                 keys[name] = key
         table = self.parameterAsFileOutput(parameters, self.CORRELATION, context) or None
+        if not outputs and not table:
+            raise LandformError(
+                "Choose at least one output: a file (or TEMPORARY_OUTPUT) for one of "
+                + ", ".join(key for key, _, _, _ in self.OUTPUTS)
+                + f" or {self.CORRELATION}."
+            )
         progress = self.progress_from(feedback)
         result = terrain.derive_terrain_factors(layer.source(), outputs, band=band, params=params, correlation_csv=table, progress=progress)
         if result["rdls_window_px"] and "rdls" in outputs:
