@@ -49,6 +49,9 @@ _FACTOR_DEFAULTS = {
     "hillshade": {"method": "affine", "offset": 127.5, "scale": 127.5},  # 0-255
     "rdls": {"method": "affine", "offset": 0.0, "scale": 500.0},  # metres
     "relief": {"method": "affine", "offset": 0.0, "scale": 500.0},  # metres
+    "curvature": {"method": "affine", "offset": 0.0, "scale": 1.0},  # 1/(100 m)
+    "profile_curvature": {"method": "affine", "offset": 0.0, "scale": 1.0},
+    "plan_curvature": {"method": "affine", "offset": 0.0, "scale": 1.0},
 }
 
 
@@ -87,29 +90,20 @@ def _terrain():
     return terrain
 
 
-def halo_pixels(factors: Sequence[str], normalisation: Dict[str, dict], pixel_size_m: float) -> int:
+def halo_pixels(factors: Sequence[str], normalisation: Dict[str, dict], pixel_size_m: float,
+                terrain_params: Optional[dict] = None) -> int:
     """Margin (pixels) to read around a window so every input value is exact (tile-independent)."""
-    halo = 0
     terrain_factors = [f for f in factors if f != "dem"]
+    factor_halo = 0
     if terrain_factors:
-        t = _terrain()
-        halo = max(halo, int(t.halo_pixels(terrain_factors, {})) if _accepts_two(t.halo_pixels) else int(t.halo_pixels(terrain_factors)))
+        factor_halo = int(_terrain().halo_pixels(terrain_factors, terrain_params or {}, float(pixel_size_m)))
+    halo = factor_halo
     for f in factors:
         rule = normalisation[f]
         if rule["method"] == "local_mean":
-            extra = local_radius_px(rule, pixel_size_m)
-            # local_mean of a terrain factor needs the factor itself on the halo too
-            halo = max(halo, extra + (0 if f == "dem" else halo))
+            # a local mean of a terrain factor needs the factor itself exact over its window
+            halo = max(halo, local_radius_px(rule, pixel_size_m) + (0 if f == "dem" else factor_halo))
     return halo
-
-
-def _accepts_two(fn) -> bool:
-    import inspect
-
-    try:
-        return len(inspect.signature(fn).parameters) >= 2
-    except (TypeError, ValueError):
-        return False
 
 
 def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
@@ -167,11 +161,14 @@ def make_input(
     dx_rows: Optional[np.ndarray] = None,
     dy_rows: Optional[np.ndarray] = None,
     terrain_params: Optional[dict] = None,
+    raster_box: Optional[Tuple[int, int, int, int]] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Network input for the core of a window.
 
     ``elev``: float32 elevation of the window plus ``halo`` cells on each side,
     NaN for NoData / outside the raster (as ``rasters.read_window`` returns).
+    ``raster_box``: where the raster lies in ``elev`` (``terrain.window_raster_box``),
+    so 3x3 factors on the raster's own edge follow gdaldem's -compute_edges rule.
     Returns ``(channels, valid)``: float32 (C, h, w) for the window core and its
     bool validity mask (h, w). NoData cells hold ``FILL_VALUE`` in every channel.
     """
@@ -186,7 +183,15 @@ def make_input(
             dx_rows = np.full(n, float(pixel_size_m))
         if dy_rows is None:
             dy_rows = np.full(n, float(pixel_size_m))
-        computed = t.compute_factors_block(elev, dx_rows, dy_rows, list(terrain_factors), terrain_params or {})
+        if raster_box is not None:
+            # Clip to the array: where the raster continues past the array border, that border
+            # lies in the halo (cropped away below), so treating it as an edge changes no kept cell.
+            # (Also avoids an IndexError in terrain's edge fix for boxes wider than the array.)
+            r0, r1, c0, c1 = (int(v) for v in raster_box)
+            raster_box = (max(r0, 0), min(r1, elev.shape[0]), max(c0, 0), min(c1, elev.shape[1]))
+        computed = t.compute_factors_block(
+            elev, dx_rows, dy_rows, list(terrain_factors), terrain_params or {}, raster_box=raster_box
+        )
         for f in terrain_factors:
             layers[f] = np.asarray(computed[f], dtype=np.float32)
     if "dem" in factors:

@@ -62,6 +62,7 @@ from .tiling import Blender, TilePlan, column_groups, plan_tiles
 CONFIDENCE_NODATA = -1.0
 TOP_BAND_NAME = "Top-class confidence"
 TEMP_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=NONE", "BIGTIFF=YES", "INTERLEAVE=BAND"]
+EDGE_PAD_STRIDES = 2  # tiles start 2 output strides (64 cells for ResNets) outside the raster: see tiling
 SAME_GRID_TOLERANCE = 0.01  # relative difference in cell size under which the DEM grid is used as is
 
 
@@ -234,54 +235,84 @@ class InputReader:
         self.halo = inputs_mod.halo_pixels(self.factors, self.normalisation, self.pixel_size_m)
         self.read_s = 0.0
 
-    def strip(self, plan: TilePlan, row: int, cols: Sequence[int]) -> np.ndarray:
-        """Inputs (C, tile_h, span) for tiles ``cols`` of tile-row ``row``, padded by reflection past the raster."""
+    def strip(self, plan: TilePlan, row: int, cols: Sequence[int], margin: int = 0) -> np.ndarray:
+        """Inputs (C, tile_h + 2 margin, span + 2 margin) for tiles ``cols`` of tile-row ``row``.
+
+        ``margin`` cells of real context are read around the tiles (the network sees them,
+        their predictions are discarded); where the context leaves the raster the input is
+        mirrored (``numpy.pad(mode="reflect")``).
+        """
         t0 = time.perf_counter()
-        x0 = plan.xs[cols[0]]
-        x1 = plan.xs[cols[-1]] + plan.tile_w
-        y0 = plan.ys[row]
-        y1 = y0 + plan.tile_h
+        m = int(margin)
+        x0 = plan.xs[cols[0]] - m
+        x1 = plan.xs[cols[-1]] + plan.tile_w + m
+        y0 = plan.ys[row] - m
+        y1 = plan.ys[row] + plan.tile_h + m
+        rx0, ry0 = max(0, x0), max(0, y0)
         rx1, ry1 = min(x1, plan.width), min(y1, plan.height)
-        win = Window(x0, y0, rx1 - x0, ry1 - y0, self.halo)
+        win = Window(rx0, ry0, rx1 - rx0, ry1 - ry0, self.halo)
         elev = read_window(self.band, win, self.info.nodata)
-        n = elev.shape[0]
-        px = np.full(n, self.pixel_size_m)
-        chans, _valid = inputs_mod.make_input(elev, self.halo, self.factors, self.normalisation, self.pixel_size_m, px, px)
-        pad_y, pad_x = y1 - ry1, x1 - rx1
-        if pad_y or pad_x:
-            mode_y = "reflect" if chans.shape[1] > 1 else "edge"
-            mode_x = "reflect" if chans.shape[2] > 1 else "edge"
-            chans = np.pad(chans, ((0, 0), (0, pad_y), (0, 0)), mode=mode_y)
-            chans = np.pad(chans, ((0, 0), (0, 0), (0, pad_x)), mode=mode_x)
+        px = np.full(elev.shape[0], self.pixel_size_m)
+        box = None
+        if any(f != "dem" for f in self.factors):
+            from .terrain import window_raster_box
+
+            box = window_raster_box(win, self.info.width, self.info.height)
+        chans, _valid = inputs_mod.make_input(
+            elev, self.halo, self.factors, self.normalisation, self.pixel_size_m, px, px, raster_box=box
+        )
+        pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))
+        if any(p for pair in pads for p in pair):
+            chans = _reflect_pad(chans, pads)
         self.read_s += time.perf_counter() - t0
         return chans
+
+
+def _reflect_pad(a: np.ndarray, pads) -> np.ndarray:
+    """Mirror padding that also works when the pad is wider than the array (repeated mirroring)."""
+    for axis in (1, 2):
+        before, after = pads[axis]
+        if not (before or after):
+            continue
+        width = [(0, 0)] * a.ndim
+        width[axis] = (before, after)
+        mode = "reflect" if a.shape[axis] > 1 else "edge"
+        a = np.pad(a, width, mode=mode)
+    return a
 
 
 # ----------------------------------------------------------------------------- tiled prediction
 
 
-def predict_tiles(predictor: Predictor, reader: InputReader, plan: TilePlan, batch_size: int, sink, progress: Progress):
-    """Predict every tile, blend, and call ``sink(y0, probs)`` with finished rows in order."""
+def predict_tiles(
+    predictor: Predictor, reader: InputReader, plan: TilePlan, batch_size: int, sink, progress: Progress, margin: int = 0
+):
+    """Predict every tile (with ``margin`` cells of context), blend, and call ``sink(y0, probs)`` in row order."""
     n_cls = len(predictor.spec["classes"])
     blender = Blender(plan, n_cls)
     done = 0
+    m = int(margin)
+    tw, th = plan.tile_w + 2 * m, plan.tile_h + 2 * m
     for row in range(len(plan.ys)):
         for cols in column_groups(plan):
             progress.check()
-            strip = reader.strip(plan, row, cols)
+            strip = reader.strip(plan, row, cols, m)
             base = plan.xs[cols[0]]
             tiles = plan.row_tiles(row)
             for b in range(0, len(cols), batch_size):
                 progress.check()
                 chunk = [tiles[c] for c in cols[b : b + batch_size]]
-                batch = np.stack([strip[:, :, t.x0 - base : t.x0 - base + plan.tile_w] for t in chunk])
+                batch = np.stack([strip[:, :, t.x0 - base : t.x0 - base + tw] for t in chunk])
                 probs = predictor.probabilities(batch)
+                if m:
+                    probs = probs[:, :, m : m + plan.tile_h, m : m + plan.tile_w]
                 for t, p in zip(chunk, probs):
                     blender.add(t, p)
                 done += len(chunk)
                 progress.update(100.0 * done / plan.n_tiles)
         y0, probs = blender.finish_row(row)
-        sink(y0, probs)
+        if probs is not None:
+            sink(y0, probs)
 
 
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -329,6 +360,8 @@ def classify_raster(
     extent: Optional[Sequence[float]] = None,
     progress: Optional[Progress] = None,
     predictor: Optional[Predictor] = None,
+    margin: int = 0,
+    edge_pad: Optional[int] = None,
 ) -> Dict[str, object]:
     """Classify ``dem_path`` with ``model_path``; see the module docstring. Returns a summary dict."""
     from .nets.registry import output_stride
@@ -356,11 +389,16 @@ def classify_raster(
             ds, info, _ = _subset_to_extent(ds, info, extent, workdir)
             require_some_data(ds, info)
         pds, pinfo, same = processing_grid(ds, info, px, workdir, progress.sub(0, 5))
-        plan = plan_tiles(pinfo.width, pinfo.height, tile, overlap, stride)
+        edge = EDGE_PAD_STRIDES * stride if edge_pad is None else int(edge_pad)
+        plan = plan_tiles(pinfo.width, pinfo.height, tile, overlap, stride, pad=edge)
+        m = int(margin)
+        if m % stride or m < 0:
+            raise LandformError(f"The context margin must be a non-negative multiple of {stride} cells.")
         reader = InputReader(pds, pinfo, spec, px)
         progress.info(
             f"{pinfo.width} x {pinfo.height} cells at {px:g} m; {plan.n_tiles} tile(s) of {plan.tile_w} x {plan.tile_h}, "
-            f"step {plan.step_x} x {plan.step_y}; input halo {reader.halo} cells; device {predictor.device}."
+            f"step {plan.step_x} x {plan.step_y}, context margin {m}; input halo {reader.halo} cells; "
+            f"device {predictor.device}."
         )
         pband = pds.GetRasterBand(pinfo.band)
         classes = spec["classes"]
@@ -382,7 +420,7 @@ def classify_raster(
                             conf_w.write(conf, 0, y0)
                         write_s[0] += time.perf_counter() - t0
 
-                    predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100))
+                    predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100), m)
                     if conf_w is not None:
                         conf_w.commit()
                 except BaseException:
@@ -406,7 +444,7 @@ def classify_raster(
                     pdst.GetRasterBand(i + 1).WriteArray(probs[i], 0, y0)
                 write_s[0] += time.perf_counter() - t0
 
-            predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 90))
+            predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 90), m)
             # Cells of the DEM's edge whose processing cell centre fell just outside it are NaN
             # on the processing grid; extend the probabilities a few cells outward so the
             # bilinear warp back reaches every valid DEM cell (DEM NoData is masked again later).
@@ -429,6 +467,9 @@ def classify_raster(
         "resampled": not same,
         "tiles": plan.n_tiles,
         "tile_size": (plan.tile_w, plan.tile_h),
+        "margin": m,
+        "edge_pad": edge,
+        "forward_pixels": predictor.forward_pixels,
         "device": str(predictor.device),
         "wall_s": wall,
         "forward_s": predictor.forward_s,

@@ -4,6 +4,10 @@ Encoder: a torchvision ResNet (18/34/50/101, ``weights=None``: nothing is
 downloaded; an optional local ``.safetensors`` file of torchvision ResNet
 weights can initialise it). Its first convolution takes ``in_channels``.
 
+``resnet_tiny`` is not in the paper: a ResNet-10 layout (one BasicBlock per
+stage) with widths 16/32/64/128 (~0.5 M parameters), for tests, fixtures and
+quick CPU experiments.
+
 Decoder: "a relatively lightweight classifier that contained three 3x3
 convolution layers and one 1x1 convolution layer" fed by "the features
 extracted from the last three Layers" (layer2, layer3, layer4; strides 8, 16,
@@ -43,6 +47,7 @@ import torchvision
 from ..errors import LandformError
 
 STAGE_CHANNELS = {
+    "resnet_tiny": (32, 64, 128),
     "resnet18": (128, 256, 512),
     "resnet34": (128, 256, 512),
     "resnet50": (512, 1024, 2048),
@@ -77,7 +82,12 @@ class ResNetEncoder(nn.Module):
         super().__init__()
         if backbone not in STAGE_CHANNELS:
             raise LandformError(f"Unknown backbone '{backbone}'; choose one of {', '.join(STAGE_CHANNELS)}.")
-        net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm))
+        if backbone == "resnet_tiny":
+            net = _tiny_resnet(norm_layer(norm))
+            if weights_path:
+                raise LandformError("resnet_tiny has no pretrained encoder weights.")
+        else:
+            net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm))
         if weights_path:
             _load_encoder_weights(net, weights_path)
         old = net.conv1
@@ -98,6 +108,31 @@ class ResNetEncoder(nn.Module):
         c3 = self.layer3(c2)
         c4 = self.layer4(c3)
         return [c2, c3, c4]
+
+
+def _tiny_resnet(make_norm, width: int = 16) -> nn.Module:
+    """ResNet-10 layout (one BasicBlock per stage) at a quarter of ResNet-18's width."""
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(cin, cout, stride):
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), make_norm(cout))
+        return nn.Sequential(BasicBlock(cin, cout, stride, down, norm_layer=make_norm))
+
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    net.bn1 = make_norm(width)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(3, 2, 1)
+    net.layer1 = stage(width, width, 1)
+    net.layer2 = stage(width, 2 * width, 2)
+    net.layer3 = stage(2 * width, 4 * width, 2)
+    net.layer4 = stage(4 * width, 8 * width, 2)
+    for mod in net.modules():
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+    return net
 
 
 def _load_encoder_weights(net: nn.Module, path: str) -> None:

@@ -40,7 +40,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
     "fcn_resnet": Architecture(
         builder=_fcn_resnet,
         output_stride=32,
-        backbones=("resnet18", "resnet34", "resnet50", "resnet101"),
+        backbones=("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny"),
         description="Yang et al. (2023) FCN-ResNet: ResNet encoder, layer2-4 into a light FCN-8s-style decoder",
         default_options={"norm": "batch", "decoder_channels": 256},
     ),

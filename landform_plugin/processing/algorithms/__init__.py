@@ -7,6 +7,7 @@ import importlib
 
 _ALGORITHMS = [
     ("rule_based", "RuleBasedLandformsAlgorithm"),
+    ("classify", "ClassifyLandformsAlgorithm"),
     ("terrain_factors", "TerrainFactorsAlgorithm"),
 ]
 

@@ -1,0 +1,198 @@
+"""Classify landforms from a DEM with a trained network: ``landform:classifylandforms``."""
+import os
+
+from qgis.core import (
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ...core.errors import LandformError
+from .. import styling
+from .base import PAPER_CITATION, LandformAlgorithm
+
+MODELS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "models"))
+DEFAULT_MODEL = os.path.join(MODELS_DIR, "default_model.safetensors")
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def default_model_path() -> str:
+    """The bundled model if it is installed, else '' (the user must choose a file)."""
+    return DEFAULT_MODEL if os.path.isfile(DEFAULT_MODEL) else ""
+
+
+class ClassifyLandformsAlgorithm(LandformAlgorithm):
+    INPUT = "INPUT"
+    BAND = "BAND"
+    MODEL = "MODEL"
+    PIXEL_SIZE = "PIXEL_SIZE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    EXTENT = "EXTENT"
+    OUTPUT = "OUTPUT"
+    CONFIDENCE = "CONFIDENCE"
+    MODEL_INFO = "MODEL_INFO"
+    PIXEL_SIZE_USED = "PIXEL_SIZE_USED"
+    TILES = "TILES"
+
+    def name(self):
+        return "classifylandforms"
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr("Classify Landforms from DEM")
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.tr(
+            "<p>Classifies every cell of a DEM into <b>plain, platform, hill or mountain</b> with a trained "
+            "FCN-ResNet (the network of Yang et al. 2023: a ResNet encoder whose last three stages feed a light "
+            "FCN-8s-style decoder), and writes per-class confidence heatmaps.</p>"
+            "<p><b>How.</b> The DEM is resampled to the model's ground pixel size (geographic CRSs such as "
+            "EPSG:4326 are handled in a local transverse Mercator projection), cut into overlapping tiles aligned "
+            "to the network's output stride, predicted in batches and blended with a smooth Hann window so no "
+            "seams appear; the results are brought back onto the DEM's own grid. Elevation is normalised per cell "
+            "as its height above the mean of its ~10 km surroundings (divided by 500 m), so a plain on a high "
+            "plateau is still a plain and no tile sees different numbers for the same cell. Memory stays bounded "
+            "whatever the DEM size.</p>"
+            "<p><b>Parameters.</b> <i>Elevation raster</i> and <i>band</i>: the DEM (metres; it needs a CRS). "
+            "<i>Model file</i>: a landform model (.safetensors) trained by this plugin; empty = the bundled "
+            "model in the plugin's models/ folder. <i>Processing resolution</i> [m]: ground cell size the DEM "
+            "is resampled to; 0 = the size the model was trained at (recommended). <i>Tile size</i> [cells, "
+            "multiple of 32] and <i>tile overlap</i> [fraction of the tile, 0-0.75]: larger tiles give the "
+            "network more context and run faster per cell on a GPU; 0.25 overlap removes seams. "
+            "<i>Batch size</i>: tiles per forward pass (lower it if memory runs out). <i>Device</i>: auto "
+            "(CUDA GPU if PyTorch sees one, else CPU), cpu or cuda. <i>Extent</i> (optional): classify only this "
+            "part of the DEM (snapped outward to whole DEM cells).</p>"
+            "<p><b>Outputs.</b> <i>Landform classes</i>: Byte GeoTIFF on the DEM's grid, 0 no data (NoData), "
+            "1 plain, 2 platform, 3 hill, 4 mountain, with a colour table; loaded with a paletted legend. "
+            "<i>Class confidence</i>: Float32 GeoTIFF, one band per class with its softmax probability (0-1) "
+            "and a last band 'Top-class confidence' (the probability of the class chosen); NoData -1 where "
+            "the DEM has none. When loaded, each class's heatmap is also added as its own layer (group "
+            "'... by class', hidden at first).</p>"
+            "<p>Needs PyTorch and torchvision in QGIS's Python (the algorithm explains how to install them if "
+            "they are missing). Reference: {paper}</p>"
+        ).format(paper=PAPER_CITATION)
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Elevation raster (DEM, metres)")))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, self.tr("Elevation band"), 1, self.INPUT, optional=True))
+        model = QgsProcessingParameterFile(
+            self.MODEL,
+            self.tr("Model file (.safetensors; empty = bundled model)"),
+            QgsProcessingParameterFile.Behavior.File,
+            "safetensors",
+            default_model_path() or None,
+            optional=True,
+        )
+        self.addParameter(model)
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.PIXEL_SIZE, self.tr("Processing resolution [m] (0 = the model's)"),
+                QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 100000.0,
+            )
+        )
+        advanced = []
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE, self.tr("Tile size [cells, multiple of 32]"),
+                QgsProcessingParameterNumber.Type.Integer, 512, False, 64, 8192,
+            )
+        )
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.OVERLAP, self.tr("Tile overlap [fraction of the tile]"),
+                QgsProcessingParameterNumber.Type.Double, 0.25, False, 0.0, 0.75,
+            )
+        )
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 4, False, 1, 256
+            )
+        )
+        for p in advanced:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, False, 0))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (optional)"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Landform classes")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.CONFIDENCE, self.tr("Class confidence (probabilities)"))
+        )
+        self.addOutput(QgsProcessingOutputString(self.MODEL_INFO, self.tr("Model used")))
+        self.addOutput(QgsProcessingOutputNumber(self.PIXEL_SIZE_USED, self.tr("Processing resolution used [m]")))
+        self.addOutput(QgsProcessingOutputNumber(self.TILES, self.tr("Number of tiles predicted")))
+
+    def run(self, parameters, context, feedback):
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise LandformError("No elevation raster was given, or it could not be loaded.")
+        band = self.parameterAsInt(parameters, self.BAND, context) or 1
+        model_path = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip() or default_model_path()
+        if not model_path:
+            raise LandformError(
+                "No model file was given and the bundled model (models/default_model.safetensors in the plugin "
+                "folder) is not installed. Choose a landform model (.safetensors) trained with this plugin."
+            )
+        # Check the model file before importing torch: a bad file gets its own message.
+        from ...core.modelfile import describe, read_spec
+
+        spec = read_spec(model_path)
+        from ...core.errors import import_torch
+
+        import_torch()  # MissingDependency with install instructions when torch is absent
+        from ...core.predict import classify_raster
+
+        px = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
+        extent = None
+        if parameters.get(self.EXTENT) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if rect is not None and not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        dest = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        conf_dest = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
+        progress = self.progress_from(feedback)
+        progress.info(f"Model: {describe(spec)}")
+        summary = classify_raster(
+            layer.source(),
+            model_path,
+            dest,
+            conf_dest or None,
+            band=band,
+            pixel_size_m=px,
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            extent=extent,
+            progress=progress,
+        )
+        for name, share in summary["class_shares"].items():
+            progress.info(f"{name}: {100 * share:.1f} % of the valid cells")
+        progress.info(
+            f"{summary['tiles']} tiles on {summary['device']}: {summary['wall_s']:.1f} s in all, "
+            f"{summary['forward_s']:.1f} s in the network."
+        )
+        styling.apply_style_on_load(context, dest, "classes")
+        if conf_dest:
+            classes = spec["classes"]
+            band_layers = [
+                (i + 1, f"{c['name']} confidence", tuple(c["color"])) for i, c in enumerate(classes) if int(c["code"]) != 0
+            ]
+            styling.apply_style_on_load(
+                context, conf_dest, "heatmap", band=len(classes) + 1, band_layers=band_layers
+            )
+        return {
+            self.OUTPUT: dest,
+            self.CONFIDENCE: conf_dest,
+            self.MODEL_INFO: f"{os.path.basename(model_path)}: {describe(spec)}",
+            self.PIXEL_SIZE_USED: summary["pixel_size_m"],
+            self.TILES: summary["tiles"],
+        }
