@@ -47,7 +47,18 @@ from .errors import LandformError
 from .label_strategies import DEFAULT_BUFFER_PX, IGNORE_INDEX, STRATEGIES, apply_strategy
 from .labels import DEFAULT_CLASSES, LandformClass
 from .progress import Progress
-from .rasters import RasterInfo, Window, _quiet_gdal, _srs, cell_sizes_m, mean_cell_size_m, open_raster, read_window, require_crs
+from .rasters import (
+    RasterInfo,
+    Window,
+    _quiet_gdal,
+    _srs,
+    cell_sizes_m,
+    linear_unit_metres,
+    mean_cell_size_m,
+    open_raster,
+    read_window,
+    require_crs,
+)
 
 FORMAT = "landform-chips"
 VERSION = 1
@@ -147,49 +158,45 @@ class Grid:
     source: str
 
 
-def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1) -> Grid:
-    """The DEM on the grid chips are cut from: as it is, or resampled to ``pixel_size_m``.
+def native_pixel_size_m(info: RasterInfo) -> float:
+    """The DEM's own cell size in metres (geometric mean of x and y; at the central row if geographic)."""
+    if info.is_geographic:
+        return mean_cell_size_m(info)
+    unit = linear_unit_metres(info)
+    return math.sqrt(info.pixel_width * unit * info.pixel_height * unit)
 
-    Projected CRSs: square pixels of pixel_size_m (in the CRS's unit). Geographic
-    CRSs: the CRS is kept and the pixel size in degrees is chosen so that a pixel
-    is pixel_size_m at the DEM's central latitude (x and y separately). Resampling
-    is bilinear, or average when coarsening by more than 1.5x.
+
+def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1, progress: Optional[Progress] = None) -> Grid:
+    """The DEM on the grid chips are cut from, EXACTLY as classification builds it
+    (``predict.processing_grid``): a projected DEM whose cells already have the pixel
+    size is used as is; otherwise it is warped (same CRS if projected, a transverse
+    Mercator centred on it if geographic; average when coarsening > 1.5x, else
+    bilinear). ``pixel_size_m`` None: the DEM's own cell size.
     """
+    import tempfile
+
+    from .predict import processing_grid as predict_grid
+
     ds, info = open_raster(dem_path, band)
     require_crs(info)
-    native = mean_cell_size_m(info)
-    if pixel_size_m is None or abs(float(pixel_size_m) / native - 1.0) < 0.01:
-        target = native
-        mem = _to_mem_float(ds, info)
-    else:
-        target = float(pixel_size_m)
-        if target <= 0:
-            raise LandformError("The pixel size must be positive.")
-        dx, dy = cell_sizes_m(info, info.height // 2, 1)
-        xres = info.pixel_width * target / float(dx[0])
-        yres = info.pixel_height * target / float(dy[0])
-        alg = "average" if target > 1.5 * native else "bilinear"
-        with _quiet_gdal():
-            mem = gdal.Warp(
-                "",
-                _single_band(ds, band),
-                format="MEM",
-                xRes=xres,
-                yRes=yres,
-                resampleAlg=alg,
-                outputType=gdal.GDT_Float32,
-                srcNodata=info.nodata,
-                dstNodata=float("nan"),
-                multithread=False,
-            )
-        if mem is None:
-            raise LandformError(f"Could not resample '{dem_path}' to {target} m: {gdal.GetLastErrorMsg()}")
-    gt = mem.GetGeoTransform()
+    target = float(pixel_size_m) if pixel_size_m else native_pixel_size_m(info)
+    if not target > 0:
+        raise LandformError("The pixel size must be positive.")
+    with tempfile.TemporaryDirectory(prefix="landform_chips_") as work:
+        pds, pinfo, same = predict_grid(ds, info, target, work, progress or Progress())
+        if same:
+            mem = _to_mem_float(ds, info)
+        else:
+            mem = gdal.Translate("", pds, format="MEM")
+            pds = None
+    if mem is None:
+        raise LandformError(f"Could not prepare '{dem_path}' at {target:g} m: {gdal.GetLastErrorMsg()}")
     minfo = RasterInfo(
         path=str(dem_path), band=1, width=mem.RasterXSize, height=mem.RasterYSize, band_count=1,
-        geotransform=tuple(gt), crs_wkt=info.crs_wkt, nodata=float("nan"), data_type="Float32",
+        geotransform=tuple(mem.GetGeoTransform()), crs_wkt=mem.GetProjection() or info.crs_wkt,
+        nodata=float("nan"), data_type="Float32",
     )
-    return Grid(mem, minfo, float(target), str(dem_path))
+    return Grid(mem, minfo, target, str(dem_path))
 
 
 def _single_band(ds, band: int):
@@ -466,7 +473,7 @@ def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
     grids = []
     for i, dem in enumerate(cfg.dems):
         progress.check()
-        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band)
+        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
         gi = grid.info
         if cs > gi.width or cs > gi.height:
             raise LandformError(

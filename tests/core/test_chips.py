@@ -42,7 +42,9 @@ def bt(dems, tmp_path_factory):
     d = tmp_path_factory.mktemp("chips_bt")
     dem = subset(dems["bigtujunga"], d / "bt.tif", 300, 0, 512, 384)
     lab = relief_labels(dem, d / "bt_labels.tif")
-    return {"dir": d, "dem": dem, "labels": str(d / "bt_labels.tif"), "lab": lab}
+    geo = str(d / "bt_4326.tif")
+    gdal.Warp(geo, dem, dstSRS="EPSG:4326", resampleAlg="bilinear")
+    return {"dir": d, "dem": dem, "labels": str(d / "bt_labels.tif"), "lab": lab, "geo_dem": geo}
 
 
 def test_export_matches_labels_and_classifier_inputs(bt, tmp_path):
@@ -142,9 +144,17 @@ def test_pixel_size_and_ignore_strategy(bt, tmp_path):
                            pixel_size_m=60.0, strategy="ignore", buffer_px=2, min_labelled=0.0)
     m = chips.export_chips(cfg)
     src = m["sources"][0]
-    assert (src["width"], src["height"]) == (256, 192)
+    # classification's processing grid: 60 m pixels aligned on multiples of 60 m, covering every DEM cell
+    assert (src["width"], src["height"]) in {(256, 192), (257, 192), (256, 193), (257, 193)}
+    assert src["geotransform"][1] == 60.0 and src["geotransform"][0] % 60 == 0
     assert src["pixel_size_m"] == pytest.approx(60.0) and m["pixel_size_m"] == 60.0
     assert len(m["chips"]) == 4 * 3
     ignored = sum(c["ignored"] for c in m["chips"])
     assert 0 < ignored < 0.6 * 256 * 192
+    # geographic DEM: chips are cut from the transverse Mercator grid classification uses
+    m2 = chips.export_chips(chips.ChipConfig(dems=[bt["geo_dem"]], labels=bt["labels"], out_dir=str(tmp_path / "g"),
+                                             chip_size=64, pixel_size_m=90.0, min_labelled=0.0))
+    assert "Transverse_Mercator" in m2["sources"][0]["crs_wkt"] and m2["pixel_size_m"] == 90.0
+    g = m2["sources"][0]
+    assert len(m2["chips"]) == (g["width"] // 64) * (g["height"] // 64) >= 4
     assert m["label_strategy"] == {"name": "ignore", "buffer_px": 2, "seed": 0}
