@@ -1,0 +1,306 @@
+"""Evaluate a landform classification against a reference map (Yang et al. 2023, section 2.3).
+
+The reference (a raster of class codes, or a polygon layer with a class field)
+is placed on the classified raster's grid (NEAREST resampling / rasterising
+pixel centres, in the classified raster's CRS) and its codes are mapped to the
+classification's classes. Reference pixels without a label (outside polygons,
+reference NoData, codes mapped to "ignore") are not counted. Classified cells
+that are NoData count as class 0 "no data", as in the paper, whose k + 1
+classes include no data.
+
+Outputs: PA and MIoU (core.metrics, paper eq. 2-3), per-class IoU, precision
+and recall, the confusion matrix (CSV, rows = reference) and its row-normalised
+figure like the paper's Fig. 6 (PNG), optionally the same per zone of a
+polygon layer (the paper's six test areas, Fig. 8), and a report (HTML with
+the figure embedded, or Markdown beside it).
+"""
+import base64
+import csv
+import html
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from . import metrics
+from .chips import Grid, _bounds, _describe_crs, _overlaps, _split_layer, labels_on_grid, model_labels, resolve_mapping
+from .errors import LandformError
+from .label_strategies import IGNORE_INDEX
+from .labels import DEFAULT_CLASSES
+from .progress import Progress
+from .rasters import _quiet_gdal, _srs, mean_cell_size_m, open_raster, require_crs
+
+
+@dataclass
+class EvalResult:
+    scores: metrics.Scores
+    zones: List[dict] = field(default_factory=list)  # {"zone": name, "scores": Scores}
+    files: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pa(self) -> float:
+        return self.scores.pa
+
+    @property
+    def miou(self) -> float:
+        return self.scores.miou
+
+
+def class_names_for(classified_path: str, n: int) -> List[str]:
+    """Category names stored in the classified raster, else the paper's scheme."""
+    ds = gdal.Open(classified_path)
+    names = ds.GetRasterBand(1).GetCategoryNames() if ds is not None else None
+    if names and len(names) >= n and all(names[:n]):
+        return list(names[:n])
+    default = [c.name for c in DEFAULT_CLASSES]
+    return default[:n] if n <= len(default) else default + [f"class {i}" for i in range(len(default), n)]
+
+
+def evaluate(
+    classified: str,
+    reference: str,
+    reference_field: Optional[str] = None,
+    code_mapping=None,
+    num_classes: int = 5,
+    class_names: Optional[List[str]] = None,
+    zones: Optional[str] = None,
+    zone_field: Optional[str] = None,
+    confusion_csv: Optional[str] = None,
+    confusion_png: Optional[str] = None,
+    report: Optional[str] = None,
+    zones_csv: Optional[str] = None,
+    title: str = "",
+    progress: Optional[Progress] = None,
+) -> EvalResult:
+    """Compare ``classified`` (band 1 class codes 0..num_classes-1) with ``reference``."""
+    progress = progress or Progress()
+    ds, info = open_raster(classified, 1)
+    require_crs(info)
+    names = list(class_names) if class_names else class_names_for(classified, num_classes)
+    if len(names) != num_classes:
+        raise LandformError(f"{len(names)} class names given for {num_classes} classes.")
+    grid = Grid(ds, info, mean_cell_size_m(info), classified)
+    pred = ds.GetRasterBand(1).ReadAsArray().astype(np.int64)
+    if info.nodata is not None and not math.isnan(info.nodata):
+        pred[pred == int(info.nodata)] = 0
+    bad = (pred < 0) | (pred >= num_classes)
+    if bad.any():
+        vals = np.unique(pred[bad])[:10].tolist()
+        raise LandformError(
+            f"The classified raster '{classified}' holds values {vals} that are not classes 0-{num_classes - 1}; "
+            "evaluate a class raster written by this plugin (or map it to these classes first)."
+        )
+    progress.update(10)
+    progress.check()
+    idx, codes = labels_on_grid(reference, grid, reference_field)
+    mapping = resolve_mapping(code_mapping, num_classes)
+    ref = model_labels(idx, codes, mapping, np.ones(idx.shape, dtype=bool), reference)
+    del idx
+    labelled = ref != IGNORE_INDEX
+    if not labelled.any():
+        raise LandformError(f"The reference '{reference}' labels no pixel of the classified raster '{classified}'.")
+    progress.update(40)
+    cm = metrics.confusion_matrix(ref, pred, num_classes)
+    result = EvalResult(metrics.scores(cm, names))
+    progress.info(
+        f"PA {100 * result.pa:.2f} %, MIoU {100 * result.miou:.2f} % over {result.scores.total} reference pixels "
+        f"({100 * labelled.mean():.1f} % of the classified raster)"
+    )
+    if zones:
+        progress.check()
+        zidx, znames = zones_on_grid(zones, grid, zone_field)
+        for k, zname in enumerate(znames):
+            sel = zidx == k
+            if not (sel & labelled).any():
+                continue
+            zcm = metrics.confusion_matrix(ref, pred, num_classes, mask=sel)
+            result.zones.append({"zone": zname, "scores": metrics.scores(zcm, names)})
+        if not result.zones:
+            raise LandformError(f"No zone of '{zones}' covers a labelled pixel of the classified raster.")
+        progress.info(f"{len(result.zones)} zone(s) evaluated")
+    progress.update(70)
+    if confusion_csv:
+        result.files["confusion_csv"] = metrics.write_confusion_csv(cm, names, confusion_csv)
+    png = confusion_png
+    if report and not png:
+        png = os.path.splitext(report)[0] + "_confusion.png"
+    if png:
+        result.files["confusion_png"] = metrics.plot_confusion_matrix(cm, names, png, title=title)
+    if zones_csv and result.zones:
+        result.files["zones_csv"] = write_zones_csv(result.zones, names, zones_csv)
+    if report:
+        result.files["report"] = write_report(result, report, classified, reference, png, title)
+    progress.update(100)
+    return result
+
+
+def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
+    """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
+    gi = grid.info
+    path, layer_name = _split_layer(zones)
+    with _quiet_gdal():
+        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+    if vds is None:
+        raise LandformError(f"Cannot open the zones '{zones}' as a vector layer.")
+    layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
+    if layer is None:
+        raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
+    defn = layer.GetLayerDefn()
+    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if zone_field and zone_field not in fields:
+        raise LandformError(f"The zone layer '{path}' has no field '{zone_field}'; its fields are {', '.join(fields) or 'none'}.")
+    lsrs = layer.GetSpatialRef()
+    if lsrs is None:
+        raise LandformError(f"The zone layer '{path}' has no coordinate reference system; assign one first.")
+    if hasattr(lsrs, "SetAxisMappingStrategy"):
+        lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    dsrs = _srs(gi.crs_wkt)
+    ct = None if lsrs.IsSame(dsrs) else osr.CoordinateTransformation(lsrs, dsrs)
+    mem_v = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)
+    mlayer = mem_v.CreateLayer("zones", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
+    mlayer.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
+    names: List[str] = []
+    index: Dict[str, int] = {}
+    gb = _bounds(gi)
+    any_overlap = False
+    for feat in layer:
+        geom = feat.GetGeometryRef()
+        if geom is None:
+            continue
+        geom = geom.Clone()
+        if ct is not None and geom.Transform(ct) != 0:
+            continue
+        env = geom.GetEnvelope()
+        any_overlap |= _overlaps((env[0], env[2], env[1], env[3]), gb)
+        name = str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        f = ogr.Feature(mlayer.GetLayerDefn())
+        f.SetGeometry(geom)
+        f.SetField("idx", index[name])
+        mlayer.CreateFeature(f)
+    if not any_overlap:
+        raise LandformError(
+            f"The zones '{zones}' ({_describe_crs(lsrs.ExportToWkt())}) do not overlap the classified raster "
+            f"({_describe_crs(gi.crs_wkt)})."
+        )
+    mem = gdal.GetDriverByName("MEM").Create("", gi.width, gi.height, 1, gdal.GDT_Int32)
+    mem.SetGeoTransform(list(gi.geotransform))
+    mem.SetProjection(gi.crs_wkt)
+    mem.GetRasterBand(1).Fill(-1)
+    gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
+    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), names
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100.0 * float(v):.2f}"
+
+
+def write_zones_csv(zones: List[dict], names: List[str], path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["zone", "pixels", "PA %", "MIoU %"] + [f"IoU {n} %" for n in names])
+        for z in zones:
+            s = z["scores"]
+            w.writerow([z["zone"], s.total, _pct(s.pa), _pct(s.miou)] + [_pct(v) for v in s.iou])
+    return path
+
+
+def write_report(result: EvalResult, path: str, classified: str, reference: str, png: Optional[str], title: str = "") -> str:
+    """HTML (figure embedded as data URI: one self-contained file) or Markdown (figure linked)."""
+    s = result.scores
+    names = s.class_names
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    title = title or "Landform classification accuracy"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    class_rows = [
+        (n, _pct(s.iou[i]), _pct(s.precision[i]), _pct(s.recall[i]), int(s.reference_pixels[i]), int(s.predicted_pixels[i]))
+        for i, n in enumerate(names)
+    ]
+    if path.lower().endswith(".md"):
+        lines = [f"# {title}", "", f"Classified: `{classified}`  ", f"Reference: `{reference}`  ", f"Date: {when}", "",
+                 f"**PA {_pct(s.pa)} %**, **MIoU {_pct(s.miou)} %** over {s.total} reference pixels "
+                 "(Yang et al. 2023, eq. 2-3; classes absent from both maps are left out of the mean).", "",
+                 "| class | IoU % | precision % | recall % | reference pixels | predicted pixels |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {' | '.join(str(c) for c in r)} |" for r in class_rows]
+        lines += ["", "Confusion matrix (rows = reference, columns = predicted, pixels):", "",
+                  "| reference \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {n} | " + " | ".join(str(int(v)) for v in s.confusion[i]) + " |" for i, n in enumerate(names)]
+        if png:
+            lines += ["", f"![Row-normalised confusion matrix]({os.path.relpath(png, os.path.dirname(os.path.abspath(path)))})"]
+        if result.zones:
+            lines += ["", "## Zones", "", "| zone | pixels | PA % | MIoU % |", "|---|---|---|---|"]
+            lines += [f"| {z['zone']} | {z['scores'].total} | {_pct(z['scores'].pa)} | {_pct(z['scores'].miou)} |" for z in result.zones]
+        text = "\n".join(lines) + "\n"
+    else:
+        e = html.escape
+        img = ""
+        if png and os.path.exists(png):
+            with open(png, "rb") as fh:
+                img = ('<img alt="Row-normalised confusion matrix" src="data:image/png;base64,'
+                       + base64.b64encode(fh.read()).decode("ascii") + '">')
+        rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in class_rows)
+        cmrows = "".join(
+            f"<tr><th>{e(n)}</th>" + "".join(f"<td>{int(v)}</td>" for v in s.confusion[i]) + "</tr>" for i, n in enumerate(names)
+        )
+        zrows = "".join(
+            f"<tr><td>{e(z['zone'])}</td><td>{z['scores'].total}</td><td>{_pct(z['scores'].pa)}</td><td>{_pct(z['scores'].miou)}</td></tr>"
+            for z in result.zones
+        )
+        text = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:2px 8px;text-align:right}}</style></head><body>
+<h1>{e(title)}</h1>
+<p>Classified: <code>{e(classified)}</code><br>Reference: <code>{e(reference)}</code><br>Date: {when}</p>
+<p><b>PA {_pct(s.pa)} %</b>, <b>MIoU {_pct(s.miou)} %</b> over {s.total} reference pixels
+(Yang et al. 2023, eq. 2-3; classes absent from both maps are left out of the mean).</p>
+<h2>Per class</h2>
+<table><tr><th>class</th><th>IoU %</th><th>precision %</th><th>recall %</th><th>reference pixels</th><th>predicted pixels</th></tr>{rows}</table>
+<h2>Confusion matrix</h2>
+<p>Rows: reference, columns: predicted (pixels).</p>
+<table><tr><th>reference \\ predicted</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{cmrows}</table>
+<p>{img}</p>
+{"<h2>Zones</h2><table><tr><th>zone</th><th>pixels</th><th>PA %</th><th>MIoU %</th></tr>" + zrows + "</table>" if result.zones else ""}
+</body></html>
+"""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="PA, MIoU and confusion matrix of a class raster against a reference map")
+    p.add_argument("--classified", required=True, help="class raster (band 1: classes 0-4)")
+    p.add_argument("--reference", required=True, help="reference raster of class codes, or polygon layer (with --field)")
+    p.add_argument("--field", default=None, help="polygon reference: attribute holding the class code")
+    p.add_argument("--mapping", default=None, help="reference code -> class, e.g. '10:1,20:2' (default: 0-4 as is)")
+    p.add_argument("--zones", default=None, help="optional polygon layer: evaluate each zone too")
+    p.add_argument("--zone-field", default=None, help="zone name attribute (default: feature id)")
+    p.add_argument("--out-dir", required=True, help="folder for confusion.csv, confusion.png, zones.csv, report.html")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from .chips import parse_mapping
+
+    d = args.out_dir
+    res = evaluate(
+        args.classified, args.reference, args.field, parse_mapping(args.mapping), zones=args.zones, zone_field=args.zone_field,
+        confusion_csv=os.path.join(d, "confusion.csv"), confusion_png=os.path.join(d, "confusion.png"),
+        report=os.path.join(d, "report.html"), zones_csv=os.path.join(d, "zones.csv"), progress=Progress(log=print),
+    )
+    for k, v in res.files.items():
+        print(f"{k}: {v}")
+    print(f"PA {100 * res.pa:.2f}  MIoU {100 * res.miou:.2f}")
+    return 0
