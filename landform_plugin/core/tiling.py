@@ -91,7 +91,8 @@ class TilePlan:
 
 def _origins(size: int, tile: int, step: int, pad: int) -> Tuple[int, ...]:
     xs = [-pad]
-    while xs[-1] + tile < size + pad:
+    while xs[-1] + tile < size + pad and xs[-1] + step < size:
+        # (a tile starting past the raster would only predict mirrored cells: skipped)
         xs.append(xs[-1] + step)
     return tuple(xs)
 

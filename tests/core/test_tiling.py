@@ -17,6 +17,7 @@ def test_plan_covers_raster_with_stride_aligned_offsets(size, tile, overlap, pad
     assert all((x + pad) % 32 == 0 for x in plan.xs) and all((y + pad) % 32 == 0 for y in plan.ys)
     assert plan.xs[0] == -pad and plan.ys[0] == -pad
     assert plan.xs[-1] + plan.tile_w >= w and plan.ys[-1] + plan.tile_h >= h
+    assert plan.xs[-1] < w and plan.ys[-1] < h  # every tile holds raster cells
     steps = np.diff(plan.xs)
     assert (steps <= plan.tile_w).all()  # no gaps
     if w + 2 * pad <= tile:  # smaller than one tile: one whole-raster pass
