@@ -83,7 +83,7 @@ TRAIN_ARGS = dict(
     arch_options={"decoder_channels": 128},
     lr=1e-3,
     hold_epochs=0,
-    epochs=12,
+    epochs=5,
     batch_size=16,
     val_fraction=0.15,
     seed=0,
@@ -208,11 +208,14 @@ def merge_chip_folders(parts, out_dir: str) -> dict:
     return merged
 
 
-def train_model(work: str, out: str, minutes: float, log=print):
+def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False):
     from landform_plugin.core import train
 
+    args = dict(TRAIN_ARGS)
+    if epochs:
+        args["epochs"] = int(epochs)
     cfg = train.TrainConfig(chips=os.path.join(work, "chips"), out=os.path.join(work, "model_fp32.safetensors"),
-                            max_minutes=minutes, resume=None, **TRAIN_ARGS)
+                            max_minutes=minutes, resume="auto" if resume else None, **args)
     res = train.train(cfg, Progress(log=log))
     return res
 
@@ -301,6 +304,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "models", "default_model.safetensors"))
     ap.add_argument("--minutes", type=float, default=45.0, help="stop training after this many minutes")
     ap.add_argument("--stage", choices=["all", "prepare", "train", "pack"], default="all")
+    ap.add_argument("--epochs", type=int, default=None, help=f"override the planned epochs ({TRAIN_ARGS['epochs']})")
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     args = ap.parse_args(argv)
     t0 = time.time()
 
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
     if args.stage in ("all", "prepare"):
         prepare(args.work, args.data, log)
     if args.stage in ("all", "train"):
-        train_model(args.work, args.out, args.minutes, log)
+        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume)
     if args.stage in ("all", "train", "pack"):
         pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
