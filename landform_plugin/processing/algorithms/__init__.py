@@ -9,6 +9,8 @@ _ALGORITHMS = [
     ("rule_based", "RuleBasedLandformsAlgorithm"),
     ("classify", "ClassifyLandformsAlgorithm"),
     ("terrain_factors", "TerrainFactorsAlgorithm"),
+    ("train_model", "TrainModelAlgorithm"),
+    ("evaluate", "EvaluateAlgorithm"),
 ]
 
 
