@@ -60,9 +60,8 @@ from .rasters import (
     require_crs,
 )
 
-FORMAT = "landform-chips"
-VERSION = 1
-MANIFEST = "manifest.json"
+# The manifest format lives in train.py, which must import without GDAL (GPU boxes).
+from .train import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: E402,F401  (re-exported)
 _UNLABELLED = -2147483648  # int32 sentinel for "no label here"
 
 
@@ -558,22 +557,6 @@ def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
         "class_counts": totals.tolist(),
         "chips": chips,
     }
-
-
-def read_manifest(chip_dir: str) -> dict:
-    """Load and check a chip folder's manifest (numpy/json only: usable on a GPU box)."""
-    path = os.path.join(chip_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise LandformError(f"'{chip_dir}' is not a chip folder (no {MANIFEST}); export chips first.")
-    with open(path, encoding="utf-8") as fh:
-        m = json.load(fh)
-    if m.get("format") != FORMAT:
-        raise LandformError(f"'{path}' is not a landform chip manifest.")
-    if int(m.get("version", 0)) > VERSION:
-        raise LandformError(f"'{path}' was written by a newer version of the plugin (format {m.get('version')}).")
-    if not m.get("chips"):
-        raise LandformError(f"The chip folder '{chip_dir}' holds no chips.")
-    return m
 
 
 # ----------------------------------------------------------------------------- CLI

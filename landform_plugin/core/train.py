@@ -46,6 +46,10 @@ from . import metrics
 from .errors import Cancelled, LandformError
 from .progress import Progress
 
+FORMAT = "landform-chips"
+VERSION = 1
+MANIFEST = "manifest.json"
+
 # Named presets: the paper's Table 3 models plus light backbones for CPU users.
 PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
     "fcn_resnet50": ("fcn_resnet", "resnet50"),
@@ -227,6 +231,22 @@ def output_paths(out: str) -> Dict[str, str]:
 # ----------------------------------------------------------------------------- data
 
 
+def read_manifest(chip_dir: str) -> dict:
+    """Load and check a chip folder's manifest (json only: no GDAL needed)."""
+    path = os.path.join(chip_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise LandformError(f"'{chip_dir}' is not a chip folder (no {MANIFEST}); export chips first.")
+    with open(path, encoding="utf-8") as fh:
+        m = json.load(fh)
+    if m.get("format") != FORMAT:
+        raise LandformError(f"'{path}' is not a landform chip manifest.")
+    if int(m.get("version", 0)) > VERSION:
+        raise LandformError(f"'{path}' was written by a newer version of the plugin (format {m.get('version')}).")
+    if not m.get("chips"):
+        raise LandformError(f"The chip folder '{chip_dir}' holds no chips.")
+    return m
+
+
 class ChipSet:
     """Chips listed in a manifest, loaded on demand with numpy."""
 
@@ -378,7 +398,6 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
     import torch.nn.functional as F
 
     from . import modelfile
-    from .chips import read_manifest
     from .nets.registry import build_model, count_parameters
 
     progress = progress or Progress()
@@ -606,9 +625,14 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
     val_scores = metrics.scores(final_cm, class_names)
     files = dict(paths)
     metrics.write_confusion_csv(final_cm, class_names, paths["confusion_csv"])
-    metrics.plot_confusion_matrix(final_cm, class_names, paths["confusion_png"],
-                                  title=f"Validation, epoch {chosen_epoch}: PA {100 * val_scores.pa:.2f} %, MIoU {100 * val_scores.miou:.2f} %")
-    plot_history(history, paths["curve_png"])
+    try:
+        metrics.plot_confusion_matrix(final_cm, class_names, paths["confusion_png"],
+                                      title=f"Validation, epoch {chosen_epoch}: PA {100 * val_scores.pa:.2f} %, MIoU {100 * val_scores.miou:.2f} %")
+        plot_history(history, paths["curve_png"])
+    except ImportError:  # a bare GPU box without matplotlib: the CSVs hold the same numbers
+        progress.info("matplotlib is not installed: no PNG figures (the CSV files hold the numbers).")
+        files.pop("confusion_png")
+        files.pop("curve_png")
     training = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chips": os.path.abspath(cfg.chips),
@@ -728,6 +752,7 @@ def _cli(args) -> int:
 
     res = train(cfg, Progress(set_progress=show, log=lambda m: print(m, flush=True)))
     print(f"model: {res.model_path}")
-    for k in ("log_csv", "curve_png", "confusion_csv", "confusion_png"):
-        print(f"{k}: {res.files[k]}")
+    for k in ("log_csv", "curve_png", "confusion_csv", "confusion_png", "checkpoint"):
+        if k in res.files:
+            print(f"{k}: {res.files[k]}")
     return 0

@@ -108,3 +108,23 @@ def test_limits_and_bad_input(chip_dir, tmp_path):
         train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "x.safetensors"), val_fraction=0.01))
     with pytest.raises(LandformError, match="not a chip folder"):
         train.train(train.TrainConfig(chips=str(tmp_path), out=str(tmp_path / "x.safetensors")))
+
+
+def test_cli_trains_without_gdal_or_qgis(chip_dir, tmp_path, repo_root):
+    """The GPU-box path: 'python -m landform_plugin.core train' with osgeo and qgis unimportable."""
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "cli.safetensors")
+    script = (
+        "import sys; sys.modules['osgeo'] = None; sys.modules['qgis'] = None\n"
+        "from landform_plugin.core.__main__ import main\n"
+        f"rc = main(['train', '--chips', {chip_dir!r}, '--out', {out!r}, '--architecture', 'fcn_resnet18',"
+        " '--epochs', '1', '--max-iterations', '1', '--batch-size', '2', '--threads', '2'])\n"
+        "assert 'osgeo' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=str(repo_root), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"model: {out}" in proc.stdout
+    assert modelfile.read_spec(out)["training"]["iterations"] == 1
