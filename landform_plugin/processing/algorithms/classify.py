@@ -36,6 +36,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
+    MARGIN = "MARGIN"
     DEVICE = "DEVICE"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
@@ -68,6 +69,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             "is resampled to; 0 = the size the model was trained at (recommended). <i>Tile size</i> [cells, "
             "multiple of 32] and <i>tile overlap</i> [fraction of the tile, 0-0.75]: larger tiles give the "
             "network more context and run faster per cell on a GPU; 0.25 overlap removes seams. "
+            "<i>Context margin</i> [cells]: extra terrain read around each tile for context, not kept (32). "
             "<i>Batch size</i>: tiles per forward pass (lower it if memory runs out). <i>Device</i>: auto "
             "(CUDA GPU if PyTorch sees one, else CPU), cpu or cuda. <i>Extent</i> (optional): classify only this "
             "part of the DEM (snapped outward to whole DEM cells).</p>"
@@ -103,7 +105,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         advanced.append(
             QgsProcessingParameterNumber(
                 self.TILE_SIZE, self.tr("Tile size [cells, multiple of 32]"),
-                QgsProcessingParameterNumber.Type.Integer, 512, False, 64, 8192,
+                QgsProcessingParameterNumber.Type.Integer, 1024, False, 64, 8192,
             )
         )
         advanced.append(
@@ -114,7 +116,13 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         )
         advanced.append(
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 4, False, 1, 256
+                self.MARGIN, self.tr("Context margin around each tile [cells, multiple of 32]"),
+                QgsProcessingParameterNumber.Type.Integer, 32, False, 0, 1024,
+            )
+        )
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 2, False, 1, 256
             )
         )
         for p in advanced:
@@ -170,6 +178,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            margin=self.parameterAsInt(parameters, self.MARGIN, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             extent=extent,
             progress=progress,
