@@ -94,6 +94,7 @@ class TrainConfig:
     keep: str = "last"  # last | best (by validation MIoU)
     resume: Optional[str] = None  # checkpoint path, or "auto" for <stem>.checkpoint.safetensors
     checkpoint_every_epoch: bool = True
+    bn_recalibrate: int = 0  # >0: re-estimate BatchNorm statistics over this many training batches at the end
 
 
 @dataclass
@@ -357,6 +358,44 @@ def load_checkpoint(path: str, model, optimizer, device) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
+def recalibrate_batchnorm(model, chipset: "ChipSet", batches: int, batch_size: int, to_dev, autocast, progress) -> int:
+    """Re-estimate BatchNorm running statistics as exact averages over ``batches`` training
+    batches (no gradient). BatchNorm trained at small batch from scratch can collapse in eval
+    mode (../shared/GUIDE.md section 8); this fixes its statistics without changing weights.
+    Returns the number of BatchNorm layers updated."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.train()
+    done = 0
+    chipset.epoch += 1000  # a different order than the last training epoch
+    with torch.no_grad():
+        while done < batches:
+            start = done
+            for xb, yb in chipset.batches(batch_size, True):
+                progress.check()
+                x, _ = to_dev(xb, yb)
+                with autocast():
+                    model(x)
+                done += 1
+                if done >= batches:
+                    break
+            chipset.epoch += 1
+            if done == start:  # fewer chips than two: nothing to average over
+                break
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
+    return len(bns)
+
+
+
 def _device(name: str):
     import torch
 
@@ -511,6 +550,23 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
+    def validate():
+        """Validation, always in eval mode (BatchNorm with running statistics)."""
+        model.eval()
+        cm_val = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        vloss_sum, vloss_n = 0.0, 0
+        with torch.no_grad():
+            for xb, yb in _prefetch(val_set.batches(batch_size, False), cfg.num_workers):
+                progress.check()
+                x, y = to_dev(xb, yb)
+                with autocast():
+                    out = model(x)
+                loss, cm_b, nv = loss_and_cm(out, y)
+                cm_val += cm_b
+                vloss_sum += float(loss) * nv
+                vloss_n += nv
+        return cm_val.cpu().numpy(), vloss_sum, vloss_n
+
     epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -559,21 +615,8 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
                 if deadline and time.time() > deadline:
                     stopped = f"stopped after {cfg.max_minutes:g} minutes (max_minutes)"
                     break
-            # validation, always in eval mode
-            model.eval()
-            cm_val = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-            vloss_sum, vloss_n = 0.0, 0
-            with torch.no_grad():
-                for xb, yb in _prefetch(val_set.batches(batch_size, False), cfg.num_workers):
-                    progress.check()
-                    x, y = to_dev(xb, yb)
-                    with autocast():
-                        out = model(x)
-                    loss, cm_b, nv = loss_and_cm(out, y)
-                    cm_val += cm_b
-                    vloss_sum += float(loss) * nv
-                    vloss_n += nv
-            cm_tr_np, cm_val_np = cm_tr.cpu().numpy(), cm_val.cpu().numpy()
+            cm_val_np, vloss_sum, vloss_n = validate()
+            cm_tr_np = cm_tr.cpu().numpy()
             last_cm = cm_val_np
             row = {
                 "epoch": epoch + 1,
@@ -621,6 +664,16 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
         chosen_epoch = history[-1]["epoch"] if history else None
     if final_cm is None:
         raise LandformError("No epoch was completed; nothing to save.")
+    bn_note = None
+    if cfg.bn_recalibrate > 0:
+        n_bn = recalibrate_batchnorm(model, train_set, int(cfg.bn_recalibrate), batch_size, to_dev, autocast, progress)
+        if n_bn:
+            before = metrics.mean_iou(final_cm)
+            final_cm = validate()[0]
+            bn_note = f"re-estimated over {cfg.bn_recalibrate} training batches"
+            progress.info(
+                f"BatchNorm statistics {bn_note}: validation MIoU {100 * before:.2f} % -> {100 * metrics.mean_iou(final_cm):.2f} %"
+            )
     class_names = [c["name"] for c in manifest["classes"]]
     val_scores = metrics.scores(final_cm, class_names)
     files = dict(paths)
@@ -659,6 +712,7 @@ def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "parameters": n_params,
         "kept_epoch": chosen_epoch,
+        "batchnorm_statistics": bn_note,
         "stopped_early": stopped or None,
         "seconds": round(time.time() - t_start, 1),
         "history": history,
@@ -730,6 +784,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--keep", choices=["last", "best"], default="last")
     p.add_argument("--resume", default=None, help="checkpoint to resume from ('auto': the one beside --out)")
+    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
+                   help="re-estimate BatchNorm statistics over this many training batches at the end (0 = off)")
     p.set_defaults(func=_cli)
 
 
@@ -741,7 +797,7 @@ def _cli(args) -> int:
         seed=args.seed, class_weights=args.class_weights, weight_cap=args.weight_cap, augment=args.augment,
         max_iterations=args.max_iterations, max_minutes=args.max_minutes, device=args.device, amp=args.amp,
         channels_last=False if args.no_channels_last else None, num_workers=args.workers, threads=args.threads,
-        keep=args.keep, resume=args.resume,
+        keep=args.keep, resume=args.resume, bn_recalibrate=args.bn_recalibrate,
     )
     last = [-1]
 

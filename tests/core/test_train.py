@@ -128,3 +128,25 @@ def test_cli_trains_without_gdal_or_qgis(chip_dir, tmp_path, repo_root):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"model: {out}" in proc.stdout
     assert modelfile.read_spec(out)["training"]["iterations"] == 1
+
+
+def test_multichannel_per_factor_with_terrain_factors(dems, tmp_path):
+    """DEM + slope, one encoder per factor (the paper's multichannel model), BatchNorm re-estimated."""
+    dem = subset(dems["bigtujunga"], tmp_path / "dem.tif", 500, 100, 256, 128)
+    relief_labels(dem, tmp_path / "labels.tif")
+    m = chips.export_chips(chips.ChipConfig(dems=[dem], labels=str(tmp_path / "labels.tif"), out_dir=str(tmp_path / "c"),
+                                            factors=["dem", "slope"], chip_size=64, min_labelled=0.0))
+    assert m["in_channels"] == 2 and m["normalisation"]["slope"]["method"] == "affine"
+    x = np.load(tmp_path / "c" / m["chips"][0]["x"])
+    assert x.shape == (2, 64, 64) and np.isfinite(x).all() and x[1].min() >= 0  # slope / 45 deg
+    out = str(tmp_path / "mc.safetensors")
+    res = train.train(train.TrainConfig(chips=str(tmp_path / "c"), out=out, architecture="fcn_resnet18",
+                                        multichannel="per_factor", epochs=1, max_iterations=2, val_fraction=0.25,
+                                        bn_recalibrate=2, threads=2))
+    spec = modelfile.read_spec(out)
+    assert spec["multichannel"] == "per_factor" and spec["input_factors"] == ["dem", "slope"]
+    assert spec["training"]["batch_size"] == 2  # the paper's batch for several factors
+    assert spec["training"]["batchnorm_statistics"] == "re-estimated over 2 training batches"
+    model, _ = modelfile.load_model(out)
+    assert len(model.encoders) == 2
+    assert res.val_scores.total == 2 * 64 * 64
