@@ -1,4 +1,5 @@
 """Exceptions the core raises; the Processing layer turns them into QgsProcessingException."""
+import sys
 
 
 class LandformError(ValueError):
@@ -24,7 +25,16 @@ TORCH_INSTALL_HINT = (
 
 
 def import_torch():
-    """Import torch lazily, with an install hint instead of a bare ImportError."""
+    """Import torch lazily, with an install hint instead of a bare ImportError.
+
+    Inside a QGIS process, triton is kept out first: ``import torch`` (Linux
+    wheels) imports triton, whose bundled LLVM aborts the QGIS desktop when
+    Mesa's LLVM is already loaded (llvm::DebugCounter registered twice, exit 134,
+    measured with torch 2.14.1 on Debian 12). Triton only serves torch.compile,
+    which this plugin never uses; torch runs unchanged without it.
+    """
+    if "qgis.core" in sys.modules and "torch" not in sys.modules and "triton" not in sys.modules:
+        sys.modules["triton"] = None  # makes `import triton` raise ImportError, which torch handles
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
