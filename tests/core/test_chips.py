@@ -124,6 +124,14 @@ def test_bad_inputs_give_clear_errors(bt, tmp_path):
     ds.SetGeoTransform(gt)
     ds = None
     base = dict(dems=[bt["dem"]], chip_size=128)
+    nocrs = str(tmp_path / "nocrs.tif")
+    src = gdal.Open(bt["labels"])
+    ds = gdal.GetDriverByName("GTiff").Create(nocrs, src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.GetRasterBand(1).WriteArray(src.GetRasterBand(1).ReadAsArray())
+    ds = src = None
+    with pytest.raises(LandformError, match="has no coordinate reference system"):
+        chips.export_chips(chips.ChipConfig(labels=nocrs, out_dir=str(tmp_path / "n"), **base))
     with pytest.raises(LandformError, match="does not overlap the DEM"):
         chips.export_chips(chips.ChipConfig(labels=far, out_dir=str(tmp_path / "a"), **base))
     with pytest.raises(LandformError, match=r"chip size \(1024 px\) is larger than the DEM"):
@@ -136,7 +144,7 @@ def test_bad_inputs_give_clear_errors(bt, tmp_path):
         chips.parse_mapping("10-1")
     with pytest.raises(LandformError, match="not a chip folder"):
         chips.read_manifest(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["far.tif"]  # nothing half-written
+    assert sorted(os.listdir(tmp_path)) == ["far.tif", "nocrs.tif"]  # nothing half-written
 
 
 def test_pixel_size_and_ignore_strategy(bt, tmp_path):

@@ -77,6 +77,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
     MAX_ITERATIONS = "MAX_ITERATIONS"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
+    BN_RECALIBRATE = "BN_RECALIBRATE"
     CHIPS = "CHIPS"
     OUTPUT = "OUTPUT"
     LOG_CSV = "LOG_CSV"
@@ -125,7 +126,9 @@ class TrainModelAlgorithm(LandformAlgorithm):
             "(0 = 4 for one factor, 2 for several), validation share (0.2), seed, class-weight cap (0 = none; a "
             "class of 0.3 % gets a weight of 334 otherwise and is over-predicted), flip/rotate augmentation, time "
             "and iteration limits (0 = none), device (a CUDA GPU with mixed precision when present), and "
-            "<i>resume</i> from the checkpoint beside the model file.</p>"
+            "<i>resume</i> from the checkpoint beside the model file. Networks trained from scratch at small batches "
+            "can do much worse in evaluation mode than in training (BatchNorm statistics); re-estimating the "
+            "statistics over some training batches at the end fixes that without changing the weights.</p>"
             "<p><b>Outputs.</b> The model file (.safetensors, with the training summary and validation scores "
             "inside), a per-epoch log (CSV: loss, PA, MIoU on training and validation, learning rate, seconds), "
             "training curves (PNG), the validation confusion matrix (CSV and PNG), validation PA and MIoU [%].</p>"
@@ -166,6 +169,8 @@ class TrainModelAlgorithm(LandformAlgorithm):
             QgsProcessingParameterNumber(self.MAX_MINUTES, self.tr("Time limit [minutes] (0 = none)"), QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 1e6),
             QgsProcessingParameterNumber(self.MAX_ITERATIONS, self.tr("Iteration limit [batches] (0 = none)"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 10**9),
             QgsProcessingParameterBoolean(self.RESUME, self.tr("Resume from the checkpoint beside the model file"), False),
+            QgsProcessingParameterNumber(self.BN_RECALIBRATE, self.tr("Re-estimate BatchNorm statistics over N training batches at the end (0 = off)"),
+                                         QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 100000),
         ]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -244,6 +249,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
             max_iterations=iters if iters > 0 else None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resume="auto" if self.parameterAsBool(parameters, self.RESUME, context) else None,
+            bn_recalibrate=self.parameterAsInt(parameters, self.BN_RECALIBRATE, context),
         )
         res = train_mod.train(cfg, progress.sub(15, 100))
         return {
