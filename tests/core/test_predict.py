@@ -192,7 +192,8 @@ def test_projected_dem_resampled_and_brought_back(dems, random_model, tmp_path):
     c, p = str(tmp_path / "c.tif"), str(tmp_path / "p.tif")
     s = classify_raster(dems["bigtujunga"], random_model, c, p, tile_size=128, device="cpu")
     assert s["resampled"]
-    assert abs(s["processing_size"][0] - 1197 / 3) <= 1.5 and abs(s["processing_size"][1] - 643 / 3) <= 1.5
+    # target-aligned pixels round the bounds outward: up to 2 extra cells
+    assert 0 <= s["processing_size"][0] - 1197 / 3 <= 2 and 0 <= s["processing_size"][1] - 643 / 3 <= 2
     assert s["tiles"] > 4
     assert_same_grid(c, dems["bigtujunga"])
     check_outputs(c, p, dems["bigtujunga"])
