@@ -11,17 +11,30 @@ import sys
 
 from .errors import Cancelled, LandformError, MissingDependency
 
-# Modules that contribute sub-commands, in the order --help lists them. They
-# import GDAL, scipy and torch inside their commands, so `train` works on a GPU
-# box that has only torch and numpy (tests/core/test_cli.py).
+# Modules that contribute sub-commands, in the order --help lists them.
 CLI_MODULES = ["demo", "terrain", "predict", "rules", "chips", "train", "evaluate"]
+# A GPU box may have torch and numpy but no GDAL: `train` must still work there
+# (tests/core/test_cli.py), so a command whose module needs a missing optional
+# package is left out and named in --help.
+OPTIONAL_PACKAGES = {"osgeo": "GDAL's Python bindings", "scipy": "scipy", "matplotlib": "matplotlib"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m landform_plugin.core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    missing = []
     for name in CLI_MODULES:
-        importlib.import_module(f".{name}", __package__).register_cli(sub)
+        try:
+            module = importlib.import_module(f".{name}", __package__)
+        except ModuleNotFoundError as exc:
+            root = (exc.name or "").split(".")[0]
+            if root not in OPTIONAL_PACKAGES:
+                raise
+            missing.append(f"'{name}' (needs {OPTIONAL_PACKAGES[root]})")
+            continue
+        module.register_cli(sub)
+    if missing:
+        parser.epilog = "Not available on this machine: " + ", ".join(missing) + "."
     return parser
 
 
