@@ -21,8 +21,8 @@ fixed neighbourhood on the raster (or a global constant), never of the tile:
   4500 m on a plateau gives values near 0 exactly like a plain at 50 m, and
   a mountain range stands out by its relief, not by its absolute height;
   which is what the landform classes are defined by (relief and elevation
-  *differences*, Cheng et al. 2011). It is computed with integral images
-  (summed-area tables, O(1) per pixel) on the window read with a halo of
+  *differences*, Cheng et al. 2011). It is computed with separable running
+  sums (O(1) per pixel whatever the window) on the window read with a halo of
   ``window_m / 2`` metres, so every tile sees the same value at a pixel.
 - ``"affine"``: ``(value - offset) / scale`` with global constants (for
   slope, hillshade, ... : e.g. slope / 45 degrees); tile-independent.
@@ -109,47 +109,45 @@ def halo_pixels(factors: Sequence[str], normalisation: Dict[str, dict], pixel_si
 def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
     """Mean of the finite values in the (2r+1)^2 box around each cell (NaN where none).
 
-    Summed-area tables in float64 (exact enough for 10^8 cells of elevation);
-    cells outside the array count as missing, so the value at a cell depends
-    only on the data within ``radius`` of it.
+    Separable running sums (``scipy.ndimage.uniform_filter1d``, float64, zero
+    outside the array) of the valid values and of the valid-cell count: O(1)
+    per cell whatever the radius; cells outside the array count as missing, so
+    the value at a cell depends only on the data within ``radius`` of it.
     """
+    from scipy.ndimage import uniform_filter1d
+
     valid = np.isfinite(values)
-    z = np.where(valid, values, 0.0).astype(np.float64)
-    h, w = z.shape
-    r = int(radius)
-
-    def sat(a):
-        s = np.zeros((h + 1, w + 1), dtype=np.float64)
-        np.cumsum(a, axis=0, out=s[1:, 1:])
-        np.cumsum(s[1:, 1:], axis=1, out=s[1:, 1:])
-        return s
-
-    sz, sn = sat(z), sat(valid.astype(np.float64))
-    y0 = np.clip(np.arange(h) - r, 0, h)
-    y1 = np.clip(np.arange(h) + r + 1, 0, h)
-    x0 = np.clip(np.arange(w) - r, 0, w)
-    x1 = np.clip(np.arange(w) + r + 1, 0, w)
-
-    def boxsum(s):
-        return s[y1][:, x1] - s[y0][:, x1] - s[y1][:, x0] + s[y0][:, x0]
-
-    n = boxsum(sn)
+    all_valid = bool(valid.all())
+    z = values.astype(np.float32) if all_valid else np.where(valid, values, np.float32(0)).astype(np.float32)
+    size = 2 * int(radius) + 1
+    # scipy accumulates the running sums in double precision; float32 storage is enough for a mean
+    for axis in (0, 1):
+        z = uniform_filter1d(z, size, axis=axis, mode="constant", cval=0.0)
+    if all_valid:  # the count is separable: (cells in the row window) x (cells in the column window)
+        ny = uniform_filter1d(np.ones(values.shape[0], np.float64), size, mode="constant", cval=0.0)
+        nx = uniform_filter1d(np.ones(values.shape[1], np.float64), size, mode="constant", cval=0.0)
+        n = (ny[:, None] * nx[None, :]).astype(np.float32)
+    else:
+        n = valid.astype(np.float32)
+        for axis in (0, 1):
+            n = uniform_filter1d(n, size, axis=axis, mode="constant", cval=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = boxsum(sz) / n
-    m[n < 0.5] = np.nan
+        m = z / n
+    m[n < 0.5 / size**2] = np.nan
     return m
 
 
 def normalise(values: np.ndarray, rule: dict, pixel_size_m: float) -> np.ndarray:
     """Apply one factor's rule to an array that includes the needed halo."""
+    values = values.astype(np.float32, copy=False)
     if rule["method"] == "local_mean":
         mean = box_mean(values, local_radius_px(rule, pixel_size_m))
-        out = (values.astype(np.float64) - mean) / float(rule["scale_m"])
+        out = (values - mean) * np.float32(1.0 / float(rule["scale_m"]))
     elif rule["method"] == "affine":
-        out = (values.astype(np.float64) - float(rule.get("offset", 0.0))) / float(rule["scale"])
+        out = (values - np.float32(rule.get("offset", 0.0))) * np.float32(1.0 / float(rule["scale"]))
     else:
         raise LandformError(f"Unknown normalisation method '{rule['method']}'.")
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 def make_input(

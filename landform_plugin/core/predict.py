@@ -238,7 +238,10 @@ class InputReader:
     """Reads the network input for a strip of tiles, exactly (halo included)."""
 
     def __init__(self, ds, info: RasterInfo, spec: dict, pixel_size_m: float):
-        self.band = ds.GetRasterBand(info.band)
+        # its own GDAL handle: strips are read in a prefetch thread while the main thread writes
+        own = gdal.Open(info.path, gdal.GA_ReadOnly)
+        self._ds = own if own is not None else ds
+        self.band = self._ds.GetRasterBand(info.band)
         self.info = info
         self.factors = list(spec["input_factors"])
         self.normalisation = spec["normalisation"]
@@ -298,16 +301,28 @@ def _reflect_pad(a: np.ndarray, pads) -> np.ndarray:
 def predict_tiles(
     predictor: Predictor, reader: InputReader, plan: TilePlan, batch_size: int, sink, progress: Progress, margin: int = 0
 ):
-    """Predict every tile (with ``margin`` cells of context), blend, and call ``sink(y0, probs)`` in row order."""
+    """Predict every tile (with ``margin`` cells of context), blend, and call ``sink(y0, probs)`` in row order.
+
+    The next strip of inputs is read and normalised in a background thread while
+    the network runs on the current one (GDAL reads and most numpy work release
+    the GIL; on a GPU this hides the input preparation entirely).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     n_cls = len(predictor.spec["classes"])
     blender = Blender(plan, n_cls)
     done = 0
     m = int(margin)
-    tw, th = plan.tile_w + 2 * m, plan.tile_h + 2 * m
-    for row in range(len(plan.ys)):
-        for cols in column_groups(plan):
+    tw = plan.tile_w + 2 * m
+    groups = list(column_groups(plan))
+    jobs = [(row, cols, k == len(groups) - 1) for row in range(len(plan.ys)) for k, cols in enumerate(groups)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-read") as pool:
+        future = pool.submit(reader.strip, plan, jobs[0][0], jobs[0][1], m)
+        for j, (row, cols, row_done) in enumerate(jobs):
             progress.check()
-            strip = reader.strip(plan, row, cols, m)
+            strip = future.result()
+            if j + 1 < len(jobs):
+                future = pool.submit(reader.strip, plan, jobs[j + 1][0], jobs[j + 1][1], m)
             base = plan.xs[cols[0]]
             tiles = plan.row_tiles(row)
             for b in range(0, len(cols), batch_size):
@@ -321,9 +336,11 @@ def predict_tiles(
                     blender.add(t, p)
                 done += len(chunk)
                 progress.update(100.0 * done / plan.n_tiles)
-        y0, probs = blender.finish_row(row)
-        if probs is not None:
-            sink(y0, probs)
+            del strip
+            if row_done:
+                y0, probs = blender.finish_row(row)
+                if probs is not None:
+                    sink(y0, probs)
 
 
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
