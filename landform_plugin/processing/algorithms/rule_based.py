@@ -9,6 +9,7 @@ from qgis.core import (
 )
 
 from ...core import rules
+from .. import styling
 from .base import PAPER_CITATION, LandformAlgorithm
 
 
@@ -127,5 +128,7 @@ class RuleBasedLandformsAlgorithm(LandformAlgorithm):
         result = rules.classify_raster(layer.source(), dest, params, band=band, progress=progress)
         for name, share in result["shares"].items():
             progress.info(f"{name}: {share:.1f} % of the valid cells")
+        # Paletted style from the file's colour table and class names (also the 4-7 mountain codes).
+        styling.apply_style_on_load(context, dest, "classes", name=self.tr("Landform classes (rules)"))
         return {self.OUTPUT: dest}
 
