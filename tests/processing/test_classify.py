@@ -140,3 +140,21 @@ def test_errors_are_processing_exceptions(run_alg, dems, tmp_path):
         with pytest.raises(QgsProcessingException, match="bundled model"):
             run_alg("classifylandforms", _params(dems["vermont"], "", tmp_path))
     assert not (tmp_path / "classes.tif").exists()
+
+
+def test_bundled_qml_styles_load(run_alg, dems, tiny_model, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsRasterLayer, QgsSingleBandPseudoColorRenderer
+
+    from landform_plugin.processing.styling import qml_path
+
+    res = run_alg("classifylandforms", _params(dems["vermont"], tiny_model, tmp_path))
+    cls = QgsRasterLayer(res["OUTPUT"], "c", "gdal")
+    msg, ok = cls.loadNamedStyle(qml_path("classes"))
+    assert ok, msg
+    assert isinstance(cls.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in cls.renderer().classes()] == ["Plain", "Platform", "Hill", "Mountain"]
+    conf = QgsRasterLayer(res["CONFIDENCE"], "p", "gdal")
+    for name, band in (("heatmap", 6), ("heatmap_hill", 4)):
+        msg, ok = conf.loadNamedStyle(qml_path(name))
+        assert ok, msg
+        assert isinstance(conf.renderer(), QgsSingleBandPseudoColorRenderer) and conf.renderer().band() == band
