@@ -339,3 +339,20 @@ def test_missing_torch_gives_install_instructions(dems, random_model, tmp_path):
     assert "MISSING:" in out.stdout, out.stderr
     assert "pip install" in out.stdout and "torch" in out.stdout
     assert not (tmp_path / "c.tif").exists()
+
+
+def test_multifactor_per_factor_model_runs_on_the_real_path(dems, tmp_path):
+    """A model on DEM + slope + hillshade (one encoder per factor) goes through the same tiling,
+    with the factors computed by core.terrain inside each strip's halo."""
+    torch.manual_seed(5)
+    factors = ["dem", "slope", "hillshade"]
+    m = build_model("fcn_resnet", "resnet_tiny", 3, multichannel="per_factor", decoder_channels=32)
+    spec = make_spec("fcn_resnet", "resnet_tiny", factors, 90.0, 128, multichannel="per_factor",
+                     arch_options={"decoder_channels": 32})
+    path = str(tmp_path / "three.safetensors")
+    save_model(path, m, spec)
+    c, p = str(tmp_path / "c.tif"), str(tmp_path / "p.tif")
+    s = classify_raster(dems["vermont"], path, c, p, tile_size=128, device="cpu")
+    assert s["tiles"] > 4
+    assert_same_grid(c, dems["vermont"])
+    check_outputs(c, p, dems["vermont"])
