@@ -191,6 +191,7 @@ def plot_history(history: List[dict], path: str) -> str:
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     ep = [h["epoch"] for h in history]
     fig = Figure(figsize=(9, 3.6), dpi=100)
@@ -209,6 +210,8 @@ def plot_history(history: List[dict], path: str) -> str:
     ax2.set_ylabel("%")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path)
     return path
