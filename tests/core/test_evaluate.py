@@ -119,3 +119,18 @@ def test_bad_inputs(maps, tmp_path):
         evaluate.evaluate(weird, maps["ref"])
     with pytest.raises(LandformError, match="labels no pixel"):
         evaluate.evaluate(maps["pred"], maps["ref"], code_mapping={"1": "ignore", "4": "ignore"})
+
+
+def test_cli_chips_and_evaluate(maps, tmp_path, capsys):
+    from landform_plugin.core.__main__ import main
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--classified", maps["pred"], "--reference", maps["ref"], "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "PA 87.50  MIoU" in printed
+    assert (out / "report.html").exists() and (out / "confusion.csv").exists() and (out / "confusion.png").exists()
+    # chips on an 8 x 6 px raster: a clear error (exit 2, one sentence on stderr), no folder left
+    assert main(["chips", "--dem", maps["pred"], "--labels", maps["ref"], "--chip-size", "32",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "error: The chip size (32 px) is larger than the DEM" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
