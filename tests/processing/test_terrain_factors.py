@@ -175,3 +175,26 @@ def test_cancel_leaves_no_output(run_alg, dems, tmp_path):
         run_alg("terrainfactors", params, feedback=feedback)
     assert seen and max(seen) < 100
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_outputs_styled_when_loaded(run_alg, dems, tmp_path):
+    """Hillshade loads in grey 0-255, the other factors as a grey min-max stretch."""
+    from qgis.core import QgsProcessingContext, QgsProject, QgsRasterLayer
+
+    context = QgsProcessingContext()
+    project = QgsProject()
+    context.setProject(project)
+    paths = {"HILLSHADE": str(tmp_path / "hs.tif"), "SLOPE": str(tmp_path / "slope.tif")}
+    for key, path in paths.items():
+        context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(key, project, key))
+    run_alg("terrainfactors", dict(INPUT=dems["vermont"], RDLS=None, CURVATURE=None, **paths), context=context)
+    for key, path in paths.items():
+        layer = QgsRasterLayer(path, key)
+        project.addMapLayer(layer)
+        context.layerToLoadOnCompletionDetails(path).postProcessor().postProcessLayer(layer, context, None)
+    hs, slope = (project.mapLayersByName(k)[0] for k in ("HILLSHADE", "SLOPE"))
+    assert hs.renderer().type() == "singlebandgray"
+    ce = hs.renderer().contrastEnhancement()
+    assert (ce.minimumValue(), ce.maximumValue()) == (0, 255)
+    assert slope.renderer().type() == "singlebandgray"
+    assert 0 <= slope.renderer().contrastEnhancement().minimumValue() < slope.renderer().contrastEnhancement().maximumValue() <= 90

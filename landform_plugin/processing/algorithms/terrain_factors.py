@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from .. import styling
 from ...core import terrain
 from ...core.errors import LandformError
 from .base import PAPER_CITATION, LandformAlgorithm
@@ -137,6 +138,8 @@ class TerrainFactorsAlgorithm(LandformAlgorithm):
             rows, cols = result["rdls_window_px"]
             progress.info(f"RDLS window: {cols} x {rows} cells")
         out = {keys[name]: path for name, path in result["outputs"].items()}
+        for name, path in result["outputs"].items():
+            styling.apply_style_on_load(context, path, "hillshade" if name == "hillshade" else "factor")
         if table:
             out[self.CORRELATION] = table
         return out
