@@ -266,6 +266,7 @@ class InputReader:
         rx1, ry1 = min(x1, plan.width), min(y1, plan.height)
         win = Window(rx0, ry0, rx1 - rx0, ry1 - ry0, self.halo)
         elev = read_window(self.band, win, self.info.nodata)
+        self._ds.FlushCache()  # keep GDAL's block cache (up to 5 % of RAM) from holding the whole strip history
         px = np.full(elev.shape[0], self.pixel_size_m)
         box = None
         if any(f != "dem" for f in self.factors):
@@ -355,6 +356,45 @@ def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     return cls, conf
 
 
+class _BlockRowWriter:
+    """Writes finished rows to the outputs in whole rows of GeoTIFF blocks, then drops them from
+    GDAL's cache: compressed blocks are written once (no rewrite, no file growth) and peak memory
+    stays at about one strip plus one block row, whatever the raster size."""
+
+    def __init__(self, cw: GeoTiffWriter, conf_w: Optional[GeoTiffWriter], block_rows: int = 512):
+        self.cw, self.conf_w, self.block = cw, conf_w, int(block_rows)
+        self.y0 = 0
+        self.cls: list = []
+        self.conf: list = []
+
+    def add(self, y0: int, cls: np.ndarray, conf: np.ndarray) -> None:
+        if y0 != self.y0 + sum(c.shape[0] for c in self.cls):
+            raise ValueError("rows must arrive in order")
+        self.cls.append(cls)
+        if self.conf_w is not None:
+            self.conf.append(conf)
+        n = sum(c.shape[0] for c in self.cls)
+        if n >= self.block:
+            self._write(n // self.block * self.block)
+
+    def close(self) -> None:
+        n = sum(c.shape[0] for c in self.cls)
+        if n:
+            self._write(n)
+
+    def _write(self, n: int) -> None:
+        cls = np.concatenate(self.cls, axis=0)
+        conf = np.concatenate(self.conf, axis=1) if self.conf_w is not None else None
+        self.cw.write(cls[:n], 0, self.y0)
+        self.cw.ds.FlushCache()
+        if self.conf_w is not None:
+            self.conf_w.write(conf[:, :n], 0, self.y0)
+            self.conf_w.ds.FlushCache()
+        self.y0 += n
+        self.cls = [cls[n:]] if n < cls.shape[0] else []
+        self.conf = [conf[:, n:]] if (conf is not None and n < cls.shape[0]) else []
+
+
 def _valid_rows(band, nodata, y0: int, rows: int, width: int) -> np.ndarray:
     arr = read_window(band, Window(0, y0, width, rows, 0), nodata)
     return np.isfinite(arr)
@@ -437,18 +477,19 @@ def classify_raster(
             cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
             with cw:
                 try:
+                    rows_out = _BlockRowWriter(cw, conf_w)
 
                     def sink(y0, probs):
                         t0 = time.perf_counter()
                         valid = _valid_rows(pband, pinfo.nodata, y0, probs.shape[1], pinfo.width)
+                        pds.FlushCache()
                         cls, conf = finalise(probs, valid)
                         counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
-                        cw.write(cls, 0, y0)
-                        if conf_w is not None:
-                            conf_w.write(conf, 0, y0)
+                        rows_out.add(y0, cls, conf if conf_w is not None else None)
                         write_s[0] += time.perf_counter() - t0
 
                     predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100), m)
+                    rows_out.close()
                     if conf_w is not None:
                         conf_w.commit()
                 except BaseException:
@@ -470,6 +511,8 @@ def classify_raster(
                 probs = np.where(valid[None], probs, np.float32(np.nan))
                 for i in range(n_cls):
                     pdst.GetRasterBand(i + 1).WriteArray(probs[i], 0, y0)
+                pdst.FlushCache()  # uncompressed temp file: blocks are rewritten in place
+                pds.FlushCache()
                 write_s[0] += time.perf_counter() - t0
 
             predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 90), m)
@@ -534,8 +577,7 @@ def _warp_back(prob_path, info, ds, workdir, class_out, confidence_out, classes,
     n_cls = len(classes)
     dem_band = ds.GetRasterBand(info.band)
     cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
-    rows = max(1, min(info.height, (64 * 1024 * 1024) // max(1, info.width * 4 * (2 * n_cls + 2))))
-    rows = max(1, min(rows, 1024))
+    rows = 512  # one row of output blocks (rasters.GTIFF_OPTIONS): each block written once
     with cw:
         try:
             for y0 in range(0, info.height, rows):
@@ -548,8 +590,12 @@ def _warp_back(prob_path, info, ds, workdir, class_out, confidence_out, classes,
                 cls, conf = finalise(probs, valid)
                 counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
                 cw.write(cls, 0, y0)
+                cw.ds.FlushCache()
                 if conf_w is not None:
                     conf_w.write(conf, 0, y0)
+                    conf_w.ds.FlushCache()
+                vds.FlushCache()
+                ds.FlushCache()
                 progress.update(100.0 * (y0 + h) / info.height)
             if conf_w is not None:
                 conf_w.commit()
