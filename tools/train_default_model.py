@@ -285,6 +285,7 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     save_file(state, tmp, metadata={modelfile.METADATA_KEY: json.dumps(spec, sort_keys=True)})
     os.replace(tmp, dst)
+    os.chmod(dst, 0o644)
     # The float16 file must load into the float32 network and give the same classes.
     m16, _ = modelfile.load_model(dst)
     manifest = chips.read_manifest(chip_dir)
