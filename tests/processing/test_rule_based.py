@@ -54,3 +54,17 @@ def test_bad_thresholds_give_a_message(run_alg, dems, tmp_path):
     with pytest.raises(QgsProcessingException, match="must not exceed"):
         run_alg("rulebasedlandforms", {"INPUT": dems["fortworth"], "PLAIN_RELIEF": 500.0, "OUTPUT": str(out)})
     assert not out.exists()
+
+
+def test_default_model_is_used_without_a_model_file_and_agrees_with_the_rules(run_alg, dems, tmp_path):
+    """'Classify Landforms from DEM' with no model file runs the bundled default model
+    (trained on rule labels; Fort Worth was held out of its training)."""
+    res = run_alg("classifylandforms", {"INPUT": dems["fortworth"], "MODEL": "", "DEVICE": 1,
+                                        "OUTPUT": str(tmp_path / "net.tif"), "CONFIDENCE": str(tmp_path / "conf.tif")})
+    assert "default" in res["MODEL_INFO"].lower() or "resnet18" in res["MODEL_INFO"]
+    run_alg("rulebasedlandforms", {"INPUT": dems["fortworth"], "OUTPUT": str(tmp_path / "rules.tif")})
+    net, ref = rasters.read_array(res["OUTPUT"]), rasters.read_array(str(tmp_path / "rules.tif"))
+    valid = ref > 0
+    np.testing.assert_array_equal(net > 0, valid)
+    assert np.mean(net[valid] == ref[valid]) > 0.7
+    assert np.mean(net[valid] == rules.PLAIN) > 0.5
