@@ -33,15 +33,17 @@ The paper gives no window; RDLS studies in China commonly use 2-5 km^2
 2 km^2, i.e. a square of side sqrt(2) km = 1414 m (15-17 cells of a 3" SRTM
 DEM, 47 cells of a 30 m DEM). Larger windows reach across the incised valleys
 of low-relief plains: with a 4 km^2 window the Fort Worth prairie (a plain
-dissected by 30-50 m valleys) comes out 66 % hill, with 2 km^2 it is 65 % plain.
+dissected by 30-50 m valleys) comes out 66 % hill, with 2 km^2 it is 65 % plain
+by relief (60 % once platforms are taken out).
 
 The surface window (500 m, 0.25 km^2) is smaller than the local window because
 platform tops are often narrower than 1.4 km (mesas, river terraces, dissected
 tablelands): with flatness tested in the 2 km^2 window and the raised test
 above, the Zion plateaus got ~0 % platform and the whole collection 0.3 %
 (../shared/GUIDE.md section 8), against 10.5 % in the paper's sample. With the
-500 m surface window Zion gets ~5 %, the Moab tableland and the Thuringian
-Muschelkalk plateaus 9-13 %, the San Gabriel Mountains ~0.3 %.
+500 m surface window (native 3" grids): Zion 7.5 %, Dead Sea / Moab tableland
+13.5 %, Fort Worth 12.6 %, San Gabriel Mountains 0.2 %; over the chips of the
+default model's 13 training DEMs (90 m) 11.6 %.
 
 The surroundings are a low percentile, not the minimum, so that one narrow
 canyon does not make a whole plain "raised" (with the minimum in 5 km, 26 % of
