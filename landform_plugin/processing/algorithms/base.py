@@ -18,8 +18,10 @@ PAPER_CITATION = (
 
 
 class LandformAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses set name/displayName/group and implement ``process``
-    (or ``run``, which is renamed to ``process``; see ``__init_subclass__``).
+    """Base class: subclasses set name/displayName/group and implement ``process``.
+
+    (Not ``run``: that is QgsProcessingAlgorithm's own method, which
+    processing.run() calls; a subclass ``run`` would shadow it.)
 
     ``processAlgorithm`` turns core errors into QgsProcessingException, so the
     user sees a sentence, never a traceback.
@@ -58,17 +60,6 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
             is_cancelled=feedback.isCanceled,
             log=feedback.pushInfo,
         )
-
-    def __init_subclass__(cls, **kwargs):
-        # QgsProcessingAlgorithm.run(parameters, context, feedback, configuration,
-        # catchExceptions) is what processing.run() calls: a subclass method named
-        # ``run`` would shadow it (TypeError: takes 4 positional arguments but 6 were
-        # given). Subclasses may still write their body as ``run(parameters, context,
-        # feedback)``: it is moved to ``process`` here and QGIS's run is left alone.
-        super().__init_subclass__(**kwargs)
-        if "run" in cls.__dict__:
-            cls.process = cls.__dict__["run"]
-            delattr(cls, "run")
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         try:

@@ -138,7 +138,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.PIXEL_SIZE_USED, self.tr("Processing resolution used [m]")))
         self.addOutput(QgsProcessingOutputNumber(self.TILES, self.tr("Number of tiles predicted")))
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise LandformError("No elevation raster was given, or it could not be loaded.")

@@ -80,7 +80,7 @@ class EvaluateAlgorithm(LandformAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("MIoU [%]")))
         self.addOutput(QgsProcessingOutputNumber(self.PIXELS, self.tr("Pixels compared")))
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         from ...core import evaluate as ev
         from ...core.chips import parse_mapping
 

@@ -112,7 +112,7 @@ class RuleBasedLandformsAlgorithm(LandformAlgorithm):
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Landform classes (rules)")))
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             from ...core.errors import LandformError

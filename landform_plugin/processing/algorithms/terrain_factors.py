@@ -103,7 +103,7 @@ class TerrainFactorsAlgorithm(LandformAlgorithm):
             )
         )
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise LandformError("No elevation raster was given, or it could not be loaded.")

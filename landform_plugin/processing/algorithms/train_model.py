@@ -188,7 +188,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.VAL_MIOU, self.tr("Validation MIoU [%]")))
         self.addOutput(QgsProcessingOutputNumber(self.CHIP_COUNT, self.tr("Number of chips")))
 
-    def run(self, parameters, context, feedback):
+    def process(self, parameters, context, feedback):
         dems = self.parameterAsLayerList(parameters, self.DEMS, context)
         if not dems:
             raise LandformError("Give at least one DEM.")
