@@ -144,12 +144,18 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         if not isinstance(layer, QgsRasterLayer):
             return
         apply_style(layer, self.kind, self.band, self.color)
-        if not self.band_layers:
-            return
         project = context.project()
         if project is None:
             return
         root = project.layerTreeRoot()
+        if self.kind == "heatmap":
+            # Loaded above the class layer, an opaque heatmap would hide the landform
+            # map, which is what users open the result for: heatmaps start unticked.
+            node = root.findLayer(layer.id())
+            if node is not None:
+                node.setItemVisibilityChecked(False)
+        if not self.band_layers:
+            return
         group: QgsLayerTreeGroup = root.insertGroup(0, f"{layer.name()} by class")
         for band, name, color in self.band_layers:
             extra = QgsRasterLayer(layer.source(), name, "gdal")

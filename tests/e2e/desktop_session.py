@@ -22,7 +22,9 @@ OUT = os.environ["LANDFORM_DESKTOP_OUT"]
 
 def renderer_report(layer):
     r = layer.renderer()
-    info = {"name": layer.name(), "renderer": r.type() if r else None, "band_count": layer.bandCount()}
+    node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+    info = {"name": layer.name(), "renderer": r.type() if r else None, "band_count": layer.bandCount(),
+            "visible": bool(node and node.isVisible())}
     if r is not None and r.type() == "paletted":
         info["classes"] = [(c.value, c.label, c.color.name()) for c in r.classes()]
     if r is not None and r.type() == "singlebandpseudocolor":

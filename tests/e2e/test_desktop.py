@@ -71,7 +71,9 @@ def test_desktop_classification_with_styled_layers(repo_root, dems, tmp_path):
     colors = {c for _, _, c in classes[0]["classes"]}
     assert len(colors) == len(classes[0]["classes"])
 
+    assert classes[0]["visible"]  # the landform map is what the user sees first
     heatmaps = [l for l in layers if l["renderer"] == "singlebandpseudocolor"]
+    assert not any(h["visible"] for h in heatmaps)  # one tick away in the Layers panel
     assert len(heatmaps) >= 5, layers  # four classes + top-class confidence
     assert all(h["min"] == 0 and h["max"] == 1 for h in heatmaps)
     assert len({h["band"] for h in heatmaps}) == len(heatmaps)  # each heatmap its own band
