@@ -222,6 +222,7 @@ def output_paths(out: str) -> Dict[str, str]:
     if not out.lower().endswith(".safetensors"):
         raise LandformError(f"The model file must end in .safetensors; '{out}' does not.")
     stem = out[: -len(".safetensors")]
+    os.makedirs(os.path.dirname(out), exist_ok=True)  # every file below goes next to the model
     return {
         "model": out,
         "log_csv": stem + "_training.csv",

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # installed by make setup; a missing torch must fail, not skip
 
 from landform_plugin.core.errors import LandformError  # noqa: E402
 from landform_plugin.core.modelfile import load_model, make_spec, read_spec, save_model  # noqa: E402

@@ -1,7 +1,7 @@
 """FCN-ResNet and the architecture registry: shapes, variants, parameter counts, tile independence."""
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # installed by make setup; a missing torch must fail, not skip
 
 from landform_plugin.core.errors import LandformError  # noqa: E402
 from landform_plugin.core.nets.registry import ARCHITECTURES, build_model, count_parameters, output_stride  # noqa: E402

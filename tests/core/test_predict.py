@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-torch = pytest.importorskip("torch")
+import torch  # installed by make setup; a missing torch must fail, not skip
 
 from landform_plugin.core.errors import Cancelled, LandformError  # noqa: E402
 from landform_plugin.core.modelfile import make_spec, save_model  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-torch = pytest.importorskip("torch")
+import torch  # installed by make setup; a missing torch must fail, not skip
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,12 @@ def test_bundled_qml_styles_load(run_alg, dems, tiny_model, tmp_path):
         msg, ok = conf.loadNamedStyle(qml_path(name))
         assert ok, msg
         assert isinstance(conf.renderer(), QgsSingleBandPseudoColorRenderer) and conf.renderer().band() == band
+
+
+def test_confidence_output_is_optional(run_alg, dems, tiny_model, tmp_path):
+    out = tmp_path / "classes_only.tif"
+    res = run_alg("classifylandforms", {"INPUT": dems["vermont"], "MODEL": tiny_model, "OUTPUT": str(out)})
+    assert res["OUTPUT"] == str(out) and not res["CONFIDENCE"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tif") == ["classes_only.tif"]
+    classes = gdal.Open(str(out)).ReadAsArray()
+    assert set(np.unique(classes)) <= {1, 2, 3, 4}

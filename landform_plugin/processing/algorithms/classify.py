@@ -132,7 +132,10 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (optional)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Landform classes")))
         self.addParameter(
-            QgsProcessingParameterRasterDestination(self.CONFIDENCE, self.tr("Class confidence (probabilities)"))
+            # Optional (created by default in the dialog): scripts and chains may want the classes alone.
+            QgsProcessingParameterRasterDestination(
+                self.CONFIDENCE, self.tr("Class confidence (probabilities)"), None, True, True
+            )
         )
         self.addOutput(QgsProcessingOutputString(self.MODEL_INFO, self.tr("Model used")))
         self.addOutput(QgsProcessingOutputNumber(self.PIXEL_SIZE_USED, self.tr("Processing resolution used [m]")))
