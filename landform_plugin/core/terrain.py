@@ -396,7 +396,8 @@ def _fix_raster_edges(out, elev, dx_rows, dy_rows, names, p, crop, box) -> None:
             out[k][rows - crop, cols - crop] = v.ravel()
 
     j = np.arange(ocol0, ocol1)
-    jmin, jmax = np.maximum(j - 1, c0), np.minimum(j + 1, c1 - 1)
+    # Neighbours stop at the raster's edge and at the array's (the raster may go on beyond it).
+    jmin, jmax = np.maximum(j - 1, max(c0, 0)), np.minimum(j + 1, min(c1, m) - 1)
     for edge_row, inner_row, top in ((r0, r0 + 1, True), (r1 - 1, r1 - 2, False)):
         if not orow0 <= edge_row < orow1:
             continue
@@ -414,7 +415,7 @@ def _fix_raster_edges(out, elev, dx_rows, dy_rows, names, p, crop, box) -> None:
         if not ocol0 <= edge_col < ocol1:
             continue
         views = []
-        for rr in (i - 1, i, i + 1):
+        for rr in (np.maximum(i - 1, 0), i, np.minimum(i + 1, n - 1)):
             a, b = elev[rr, edge_col], elev[rr, inner_col]
             views += [interp(a, b), a, b] if left else [b, a, interp(a, b)]
         cols = np.full(i.shape, edge_col)

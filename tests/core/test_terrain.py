@@ -435,3 +435,26 @@ def test_rdls_strips_equal_brute_force(dems, monkeypatch):
         monkeypatch.setattr(terrain, "STRIP_PIXELS", strip)
         got = terrain.compute_factors_block(elev, dx, dy, ["rdls"], params)["rdls"]
         np.testing.assert_array_equal(got, want, err_msg=f"strip {strip}")
+
+
+def test_window_past_the_raster_edge_matches_whole_raster(dems):
+    """A window whose halo runs past the raster's right and bottom edges (crop=0) gives the
+    whole-raster values (regression: edge neighbours indexed past the array)."""
+    from landform_plugin.core import rasters
+
+    ds, info = rasters.open_raster(dems["vermont"])
+    win = rasters.Window(173, 150, 64, 38, halo=56)
+    elev = rasters.read_window(ds.GetRasterBand(1), win, info.nodata)
+    dx, dy = rasters.cell_sizes_m(info, 0, info.height)
+    rows = np.clip(np.arange(win.y0 - win.halo, win.y0 - win.halo + elev.shape[0]), 0, info.height - 1)
+    box = terrain.window_raster_box(win, info.width, info.height)
+    names = ["slope", "curvature"]
+    out = terrain.compute_factors_block(elev, dx[rows], dy[rows], names, terrain.FactorParams(), crop=0, raster_box=box)
+    full = ds.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    ref = terrain.compute_factors_block(full, dx, dy, names, terrain.FactorParams(), crop=0,
+                                        raster_box=(0, info.height, 0, info.width))
+    h = win.halo
+    for name in names:
+        got = out[name][h : h + win.height, h : h + win.width]
+        want = ref[name][win.y0 : win.y0 + win.height, win.x0 : win.x0 + win.width]
+        np.testing.assert_allclose(got, want, atol=1e-4)
