@@ -334,7 +334,6 @@ def _raster_labels_on_grid(rds, path: str, grid: Grid):
 
 
 def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_field: Optional[str], grid: Grid):
-    gi = grid.info
     layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
     if layer is None:
         raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
@@ -344,42 +343,58 @@ def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_fiel
         raise LandformError(f"Labels '{path}' are a vector layer: name the field holding the class code (fields: {', '.join(names)}).")
     if label_field not in names:
         raise LandformError(f"The label layer '{path}' has no field '{label_field}'; its fields are {', '.join(names) or 'none'}.")
+    def code(feat):
+        if feat.IsFieldNull(label_field) or not feat.IsFieldSet(label_field):
+            return None
+        return _code_key(feat.GetField(label_field))
+
+    return polygons_on_grid(layer, grid, code, f"label layer '{path}'")
+
+
+def polygons_on_grid(layer, grid: Grid, key, what: str):
+    """Rasterise a polygon layer onto ``grid`` (reprojecting it): (int32 index per cell, -1
+    outside every polygon; the keys in index order).
+
+    ``key(feature)`` gives the feature's class code or zone name, None to skip it;
+    features with the same key share an index. ``what`` names the layer in messages.
+    Shared by label maps (chips) and evaluation zones (evaluate).
+    """
+    gi = grid.info
     lsrs = layer.GetSpatialRef()
     if lsrs is None:
-        raise LandformError(f"The label layer '{path}' has no coordinate reference system; assign one first.")
+        raise LandformError(f"The {what} has no coordinate reference system; assign one first.")
     if hasattr(lsrs, "SetAxisMappingStrategy"):
         lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     dsrs = _srs(gi.crs_wkt)
     ct = None if lsrs.IsSame(dsrs) else osr.CoordinateTransformation(lsrs, dsrs)
-    mem_v = ogr.GetDriverByName("Memory").CreateDataSource("labels")
-    mlayer = mem_v.CreateLayer("labels", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
+    mem_v = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
+    mlayer = mem_v.CreateLayer("polygons", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
     mlayer.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
-    codes: List[str] = []
+    keys: List[str] = []
     index: Dict[str, int] = {}
     layer.ResetReading()
     gbounds = _bounds(gi)
     any_overlap = False
     for feat in layer:
         geom = feat.GetGeometryRef()
-        if geom is None or feat.IsFieldNull(label_field) or not feat.IsFieldSet(label_field):
+        k = key(feat) if geom is not None else None
+        if k is None:
             continue
         geom = geom.Clone()
         if ct is not None and geom.Transform(ct) != 0:
             continue
         env = geom.GetEnvelope()  # minx, maxx, miny, maxy
-        if _overlaps((env[0], env[2], env[1], env[3]), gbounds):
-            any_overlap = True
-        key = _code_key(feat.GetField(label_field))
-        if key not in index:
-            index[key] = len(codes)
-            codes.append(key)
+        any_overlap |= _overlaps((env[0], env[2], env[1], env[3]), gbounds)
+        if k not in index:
+            index[k] = len(keys)
+            keys.append(k)
         f = ogr.Feature(mlayer.GetLayerDefn())
         f.SetGeometry(geom)
-        f.SetField("idx", index[key])
+        f.SetField("idx", index[k])
         mlayer.CreateFeature(f)
     if not any_overlap:
         raise LandformError(
-            f"The label polygons '{path}' ({_describe_crs(lsrs.ExportToWkt())}) do not overlap the DEM '{grid.source}' "
+            f"The {what} ({_describe_crs(lsrs.ExportToWkt())}) does not overlap '{grid.source}' "
             f"({_describe_crs(gi.crs_wkt)}): check that both are in the right place and their CRSs are set correctly."
         )
     mem = gdal.GetDriverByName("MEM").Create("", gi.width, gi.height, 1, gdal.GDT_Int32)
@@ -389,8 +404,8 @@ def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_fiel
     with _quiet_gdal():
         err = gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
     if err != 0:
-        raise LandformError(f"Could not rasterise the label polygons '{path}': {gdal.GetLastErrorMsg()}")
-    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), codes
+        raise LandformError(f"Could not rasterise the {what}: {gdal.GetLastErrorMsg()}")
+    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), keys
 
 
 def model_labels(idx: np.ndarray, codes: Sequence[str], mapping: Dict[str, int], dem_valid: np.ndarray, source: str) -> np.ndarray:

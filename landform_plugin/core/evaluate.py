@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal
 
 from . import metrics
-from .chips import Grid, _bounds, _describe_crs, _overlaps, _split_layer, labels_on_grid, model_labels, resolve_mapping
+from .chips import Grid, _split_layer, labels_on_grid, model_labels, polygons_on_grid, resolve_mapping
 from .errors import LandformError
 from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
 from .progress import Progress
-from .rasters import _quiet_gdal, _srs, mean_cell_size_m, open_raster, require_crs
+from .rasters import _quiet_gdal, mean_cell_size_m, open_raster, require_crs
 
 
 @dataclass
@@ -140,7 +140,6 @@ def evaluate(
 
 def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
     """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
-    gi = grid.info
     path, layer_name = _split_layer(zones)
     with _quiet_gdal():
         vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
@@ -153,48 +152,10 @@ def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
     fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     if zone_field and zone_field not in fields:
         raise LandformError(f"The zone layer '{path}' has no field '{zone_field}'; its fields are {', '.join(fields) or 'none'}.")
-    lsrs = layer.GetSpatialRef()
-    if lsrs is None:
-        raise LandformError(f"The zone layer '{path}' has no coordinate reference system; assign one first.")
-    if hasattr(lsrs, "SetAxisMappingStrategy"):
-        lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    dsrs = _srs(gi.crs_wkt)
-    ct = None if lsrs.IsSame(dsrs) else osr.CoordinateTransformation(lsrs, dsrs)
-    mem_v = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)
-    mlayer = mem_v.CreateLayer("zones", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
-    mlayer.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
-    names: List[str] = []
-    index: Dict[str, int] = {}
-    gb = _bounds(gi)
-    any_overlap = False
-    for feat in layer:
-        geom = feat.GetGeometryRef()
-        if geom is None:
-            continue
-        geom = geom.Clone()
-        if ct is not None and geom.Transform(ct) != 0:
-            continue
-        env = geom.GetEnvelope()
-        any_overlap |= _overlaps((env[0], env[2], env[1], env[3]), gb)
-        name = str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
-        if name not in index:
-            index[name] = len(names)
-            names.append(name)
-        f = ogr.Feature(mlayer.GetLayerDefn())
-        f.SetGeometry(geom)
-        f.SetField("idx", index[name])
-        mlayer.CreateFeature(f)
-    if not any_overlap:
-        raise LandformError(
-            f"The zones '{zones}' ({_describe_crs(lsrs.ExportToWkt())}) do not overlap the classified raster "
-            f"({_describe_crs(gi.crs_wkt)})."
-        )
-    mem = gdal.GetDriverByName("MEM").Create("", gi.width, gi.height, 1, gdal.GDT_Int32)
-    mem.SetGeoTransform(list(gi.geotransform))
-    mem.SetProjection(gi.crs_wkt)
-    mem.GetRasterBand(1).Fill(-1)
-    gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
-    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), names
+    def name(feat):
+        return str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
+
+    return polygons_on_grid(layer, grid, name, f"zone layer '{zones}'")
 
 
 def _pct(v) -> str:
