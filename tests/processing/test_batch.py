@@ -28,7 +28,14 @@ def _fill_and_run(alg, rows, tmp_path):
             panel.tblParameters.cellWidget(row + 1, panel.parameter_to_column[name]).setValue(str(path))
         outputs.append(paths)
     panel.checkLoadLayersOnCompletion.setChecked(False)
-    dialog.runAlgorithm()
+    try:
+        dialog.runAlgorithm()
+    finally:
+        # Destroy the dialog and its widget wrappers now: left to interpreter exit,
+        # they outlive QgsApplication and the process segfaults after the tests.
+        from qgis.PyQt import sip
+
+        sip.delete(dialog)
     return outputs
 
 
