@@ -34,6 +34,7 @@ Pipeline (``classify_raster``)
 Writers write under temporary names and rename on success; a failure or a
 cancel deletes them (``rasters.GeoTiffWriter``), so no output looks complete.
 """
+import contextlib
 import math
 import os
 import shutil
@@ -48,7 +49,6 @@ from . import inputs as inputs_mod
 from .errors import LandformError
 from .progress import Progress
 from .rasters import (
-    GTIFF_OPTIONS,
     GeoTiffWriter,
     RasterInfo,
     Window,
@@ -475,27 +475,21 @@ def classify_raster(
         counts = np.zeros(n_cls, dtype=np.int64)
         if same:
             cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
-            with cw:
-                try:
-                    rows_out = _BlockRowWriter(cw, conf_w)
+            # Both writers commit together on success and are discarded on any error or cancel.
+            with cw, (conf_w or contextlib.nullcontext()):
+                rows_out = _BlockRowWriter(cw, conf_w)
 
-                    def sink(y0, probs):
-                        t0 = time.perf_counter()
-                        valid = _valid_rows(pband, pinfo.nodata, y0, probs.shape[1], pinfo.width)
-                        pds.FlushCache()
-                        cls, conf = finalise(probs, valid)
-                        counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
-                        rows_out.add(y0, cls, conf if conf_w is not None else None)
-                        write_s[0] += time.perf_counter() - t0
+                def sink(y0, probs):
+                    t0 = time.perf_counter()
+                    valid = _valid_rows(pband, pinfo.nodata, y0, probs.shape[1], pinfo.width)
+                    pds.FlushCache()
+                    cls, conf = finalise(probs, valid)
+                    counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
+                    rows_out.add(y0, cls, conf if conf_w is not None else None)
+                    write_s[0] += time.perf_counter() - t0
 
-                    predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100), m)
-                    rows_out.close()
-                    if conf_w is not None:
-                        conf_w.commit()
-                except BaseException:
-                    if conf_w is not None:
-                        conf_w.discard()
-                    raise
+                predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100), m)
+                rows_out.close()
         else:
             prob_path = os.path.join(workdir, "probabilities.tif")
             drv = gdal.GetDriverByName("GTiff")
@@ -578,31 +572,24 @@ def _warp_back(prob_path, info, ds, workdir, class_out, confidence_out, classes,
     dem_band = ds.GetRasterBand(info.band)
     cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
     rows = 512  # one row of output blocks (rasters.GTIFF_OPTIONS): each block written once
-    with cw:
-        try:
-            for y0 in range(0, info.height, rows):
-                progress.check()
-                h = min(rows, info.height - y0)
-                probs = np.stack(
-                    [vds.GetRasterBand(i + 1).ReadAsArray(0, y0, info.width, h).astype(np.float32) for i in range(n_cls)]
-                )
-                valid = _valid_rows(dem_band, info.nodata, y0, h, info.width)
-                cls, conf = finalise(probs, valid)
-                counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
-                cw.write(cls, 0, y0)
-                cw.ds.FlushCache()
-                if conf_w is not None:
-                    conf_w.write(conf, 0, y0)
-                    conf_w.ds.FlushCache()
-                vds.FlushCache()
-                ds.FlushCache()
-                progress.update(100.0 * (y0 + h) / info.height)
+    with cw, (conf_w or contextlib.nullcontext()):
+        for y0 in range(0, info.height, rows):
+            progress.check()
+            h = min(rows, info.height - y0)
+            probs = np.stack(
+                [vds.GetRasterBand(i + 1).ReadAsArray(0, y0, info.width, h).astype(np.float32) for i in range(n_cls)]
+            )
+            valid = _valid_rows(dem_band, info.nodata, y0, h, info.width)
+            cls, conf = finalise(probs, valid)
+            counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
+            cw.write(cls, 0, y0)
+            cw.ds.FlushCache()
             if conf_w is not None:
-                conf_w.commit()
-        except BaseException:
-            if conf_w is not None:
-                conf_w.discard()
-            raise
+                conf_w.write(conf, 0, y0)
+                conf_w.ds.FlushCache()
+            vds.FlushCache()
+            ds.FlushCache()
+            progress.update(100.0 * (y0 + h) / info.height)
 
 
 # ----------------------------------------------------------------------------- command line
