@@ -71,7 +71,7 @@ def evaluate(model: str, data: str, work: str, threads: int = 2, log=print) -> d
         tr = time.perf_counter() - t0
         out = os.path.join(work, f"{name}_model.tif")
         t0 = time.perf_counter()
-        res = predict.classify_raster(dem90, model, out, None, device="cpu", predictor=predictor)
+        predict.classify_raster(dem90, model, out, None, device="cpu", predictor=predictor)
         tm = time.perf_counter() - t0
         ref = rasters.read_array(ref_path).astype(np.int64)
         pred = rasters.read_array(out).astype(np.int64)

@@ -1,5 +1,4 @@
 """Shared fixtures: repository paths and the real DEM fixtures in tests/data."""
-import os
 import sys
 from pathlib import Path
 

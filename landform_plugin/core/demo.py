@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-from . import labels, preview, rules
+from . import preview, rules
 from .errors import LandformError
 from .progress import Progress
 

@@ -31,8 +31,7 @@ NoData cells (NaN after ``rasters.read_window``) get ``FILL_VALUE`` (0, the
 "equal to its surroundings" level) in every channel and are returned in the
 ``valid`` mask; the predictor forces class 0 ("no data") there.
 """
-import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -70,8 +70,8 @@ in every window; they get class 0.
 """
 import argparse
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, fields
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal

@@ -28,7 +28,6 @@ from qgis.core import (
     QgsColorRampShader,
     QgsContrastEnhancement,
     QgsLayerTreeGroup,
-    QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterBandStats,

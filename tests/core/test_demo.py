@@ -1,6 +1,5 @@
 """``make demo`` (core.demo) and the PNG preview (core.preview)."""
 import json
-import os
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from landform_plugin.core import preview, rasters, rules
+from landform_plugin.core import preview, rules
 
 
 def _png_size(path):

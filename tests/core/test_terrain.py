@@ -16,7 +16,6 @@ Measured (GDAL 3.6.2, richdem2 2.4.3) on bigtujunga (Int16, 30 m) and vermont
 - RDLS equals a brute-force shifted-window max - min exactly.
 """
 import csv
-import math
 import os
 import subprocess
 

@@ -2,13 +2,12 @@
 
 Labels are rule-derived (relief classes, see test_chips.relief_labels), not a landform map."""
 import csv
-import json
 import os
 
 import numpy as np
 import pytest
 
-from landform_plugin.core import chips, metrics, modelfile, train
+from landform_plugin.core import chips, modelfile, train
 from landform_plugin.core.errors import Cancelled, LandformError
 from landform_plugin.core.progress import Progress
 

@@ -36,7 +36,6 @@ Normalisation (``norm``):
   tile's spatial extent, so predictions depend on the tile: seams and
   tile-size dependence return. Offered for experiments only.
 """
-from functools import partial
 from typing import List, Optional
 
 import torch

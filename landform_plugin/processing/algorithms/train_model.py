@@ -5,7 +5,6 @@ import tempfile
 from qgis.core import (
     QgsMapLayer,
     QgsProcessingOutputFile,
-    QgsProcessingOutputFolder,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
