@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from landform_plugin.core.errors import LandformError
 from landform_plugin.core.rasters import (
@@ -16,22 +16,7 @@ from landform_plugin.core.rasters import (
     require_crs,
     require_some_data,
 )
-
-
-def _make(path, arr, gt=(0, 30, 0, 3000, 0, -30), epsg=32611, nodata=None, dtype=gdal.GDT_Float32, bands=1):
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[1], arr.shape[0], bands, dtype)
-    ds.SetGeoTransform(gt)
-    if epsg:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i in range(bands):
-        b = ds.GetRasterBand(i + 1)
-        b.WriteArray(arr)
-        if nodata is not None:
-            b.SetNoDataValue(nodata)
-    ds = None
-    return str(path)
+from tests.geotiff import write_geotiff
 
 
 def test_open_reads_nodata_and_geometry(dems):
@@ -44,24 +29,24 @@ def test_open_reads_nodata_and_geometry(dems):
 
 
 def test_bad_band_unreadable_and_complex(tmp_path):
-    path = _make(tmp_path / "two.tif", np.ones((10, 10), np.float32), bands=2)
+    path = write_geotiff(tmp_path / "two.tif", np.ones((10, 10), np.float32), bands=2)
     with pytest.raises(LandformError, match="has 2 band"):
         open_raster(path, band=3)
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"this is not a tiff")
     with pytest.raises(LandformError, match="Cannot open"):
         open_raster(str(junk))
-    cpath = _make(tmp_path / "c.tif", np.ones((4, 4), np.float32), dtype=gdal.GDT_CFloat32)
+    cpath = write_geotiff(tmp_path / "c.tif", np.ones((4, 4), np.float32), dtype=gdal.GDT_CFloat32)
     with pytest.raises(LandformError, match="real numbers"):
         open_raster(cpath)
 
 
 def test_no_crs_and_all_nodata(tmp_path):
-    path = _make(tmp_path / "nocrs.tif", np.ones((8, 8), np.float32), epsg=None)
+    path = write_geotiff(tmp_path / "nocrs.tif", np.ones((8, 8), np.float32), epsg=None)
     ds, info = open_raster(path)
     with pytest.raises(LandformError, match="no coordinate reference system"):
         require_crs(info)
-    path = _make(tmp_path / "nd.tif", np.full((8, 8), -9999, np.float32), nodata=-9999)
+    path = write_geotiff(tmp_path / "nd.tif", np.full((8, 8), -9999, np.float32), nodata=-9999)
     ds, info = open_raster(path)
     with pytest.raises(LandformError, match="only NoData"):
         require_some_data(ds, info)
@@ -85,7 +70,7 @@ def test_geographic_cell_sizes_match_ellipsoid(dems):
 def test_read_window_pads_with_nan_and_masks_nodata(tmp_path):
     arr = np.arange(100, dtype=np.float32).reshape(10, 10)
     arr[0, 0] = -1
-    path = _make(tmp_path / "a.tif", arr, nodata=-1)
+    path = write_geotiff(tmp_path / "a.tif", arr, nodata=-1)
     ds, info = open_raster(path)
     block = read_window(ds.GetRasterBand(1), Window(0, 0, 4, 4, halo=2), info.nodata)
     assert block.shape == (8, 8)

@@ -21,11 +21,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from landform_plugin.core import rasters, terrain
 from landform_plugin.core.errors import Cancelled, LandformError
 from landform_plugin.core.progress import Progress
+from tests.geotiff import write_geotiff
 
 GDALDEM_NODATA = -9999.0
 
@@ -308,22 +309,6 @@ def test_correlation_table(dems, tmp_path):
     assert res["correlation"]["names"] == names
 
 
-def _make(path, arr, epsg=32611, nodata=None, dtype=gdal.GDT_Float32, bands=1, gt=(500000, 30, 0, 4000000, 0, -30)):
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[1], arr.shape[0], bands, dtype)
-    ds.SetGeoTransform(gt)
-    if epsg:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i in range(bands):
-        b = ds.GetRasterBand(i + 1)
-        b.WriteArray(arr)
-        if nodata is not None:
-            b.SetNoDataValue(nodata)
-    ds = None
-    return str(path)
-
-
 def _real_patch(dems, rows=60, cols=80):
     return gdal.Open(dems["vermont"]).ReadAsArray()[:rows, :cols].astype(np.float32)
 
@@ -348,25 +333,25 @@ def test_bad_input_raises_and_leaves_nothing(dems, tmp_path, kind, message):
     patch = _real_patch(dems)
     band, params, outputs = 1, {}, {"slope": str(tmp_path / "out" / "slope.tif"), "rdls": str(tmp_path / "out" / "rdls.tif")}
     if kind == "band":
-        dem, band = _make(src / "two.tif", patch, bands=2), 3
+        dem, band = write_geotiff(src / "two.tif", patch, bands=2), 3
     elif kind == "allnodata":
-        dem = _make(src / "nd.tif", np.full_like(patch, -9999), nodata=-9999)
+        dem = write_geotiff(src / "nd.tif", np.full_like(patch, -9999), nodata=-9999)
     elif kind == "tiny":
-        dem = _make(src / "tiny.tif", patch[:2, :5])
+        dem = write_geotiff(src / "tiny.tif", patch[:2, :5])
     elif kind == "rdls_window":
-        dem, params = _make(src / "small.tif", patch), {"rdls_window_m": 5000}
+        dem, params = write_geotiff(src / "small.tif", patch), {"rdls_window_m": 5000}
     elif kind == "complex":
-        dem = _make(src / "c.tif", patch, dtype=gdal.GDT_CFloat32)
+        dem = write_geotiff(src / "c.tif", patch, dtype=gdal.GDT_CFloat32)
     elif kind == "unreadable":
         dem = str(src / "junk.tif")
         with open(dem, "wb") as fh:
             fh.write(b"not a raster at all")
     elif kind == "nocrs":
-        dem = _make(src / "nocrs.tif", patch, epsg=None)
+        dem = write_geotiff(src / "nocrs.tif", patch, epsg=None)
     elif kind == "nooutput":
-        dem, outputs = _make(src / "ok.tif", patch), {}
+        dem, outputs = write_geotiff(src / "ok.tif", patch), {}
     elif kind == "zfactor":
-        dem, params = _make(src / "ok.tif", patch), {"z_factor": 0.0}
+        dem, params = write_geotiff(src / "ok.tif", patch), {"z_factor": 0.0}
     with pytest.raises(LandformError, match=message):
         terrain.derive_terrain_factors(dem, outputs, band=band, params=params)
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -8,6 +8,7 @@ import pytest
 from osgeo import gdal, osr
 
 from landform_plugin.core import rasters, terrain
+from tests.geotiff import write_geotiff
 
 KEYS = ["SLOPE", "ASPECT", "HILLSHADE", "RDLS", "CURVATURE", "PROFILE_CURVATURE", "PLAN_CURVATURE"]
 
@@ -88,21 +89,6 @@ def test_band_and_z_factor_reach_the_core(run_alg, dems, tmp_path):
     np.testing.assert_allclose(gdal.Open(out).ReadAsArray(), gdal.Open(ref).ReadAsArray(), atol=1e-3)
 
 
-def _make(path, arr, epsg=32611, nodata=None, dtype=gdal.GDT_Float32, bands=1):
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[1], arr.shape[0], bands, dtype)
-    ds.SetGeoTransform((500000, 30, 0, 4000000, 0, -30))
-    if epsg:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        ds.SetProjection(srs.ExportToWkt())
-    for i in range(bands):
-        ds.GetRasterBand(i + 1).WriteArray(arr)
-        if nodata is not None:
-            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
-    ds = None
-    return str(path)
-
-
 @pytest.mark.parametrize(
     "kind,message",
     [
@@ -122,19 +108,19 @@ def test_bad_input_gives_a_message_and_no_output(run_alg, dems, tmp_path, kind, 
     out = tmp_path / "out"
     params = {"SLOPE": str(out / "slope.tif"), "RDLS": str(out / "rdls.tif")}
     if kind == "band":
-        params.update(INPUT=_make(tmp_path / "two.tif", patch, bands=2), BAND=3)
+        params.update(INPUT=write_geotiff(tmp_path / "two.tif", patch, bands=2), BAND=3)
     elif kind == "allnodata":
-        params.update(INPUT=_make(tmp_path / "nd.tif", np.full_like(patch, -9999), nodata=-9999))
+        params.update(INPUT=write_geotiff(tmp_path / "nd.tif", np.full_like(patch, -9999), nodata=-9999))
     elif kind == "tiny":
-        params.update(INPUT=_make(tmp_path / "tiny.tif", patch[:2, :5]))
+        params.update(INPUT=write_geotiff(tmp_path / "tiny.tif", patch[:2, :5]))
     elif kind == "rdls_window":
-        params.update(INPUT=_make(tmp_path / "small.tif", patch), RDLS_WINDOW=5000.0)
+        params.update(INPUT=write_geotiff(tmp_path / "small.tif", patch), RDLS_WINDOW=5000.0)
     elif kind == "complex":
-        params.update(INPUT=_make(tmp_path / "c.tif", patch, dtype=gdal.GDT_CFloat32))
+        params.update(INPUT=write_geotiff(tmp_path / "c.tif", patch, dtype=gdal.GDT_CFloat32))
     elif kind == "nocrs":
-        params.update(INPUT=_make(tmp_path / "nocrs.tif", patch, epsg=None))
+        params.update(INPUT=write_geotiff(tmp_path / "nocrs.tif", patch, epsg=None))
     elif kind == "nooutput":
-        params = {"INPUT": _make(tmp_path / "ok.tif", patch)}
+        params = {"INPUT": write_geotiff(tmp_path / "ok.tif", patch)}
     with pytest.raises(QgsProcessingException, match=message) as err:
         run_alg("terrainfactors", params)
     assert "Traceback" not in str(err.value)
