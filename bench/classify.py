@@ -143,7 +143,8 @@ def main(argv=None):
               f"edge pad {s['edge_pad']}; network input {s['forward_pixels'] / 1e6:.0f} MP for "
               f"{s['processing_size'][0] * s['processing_size'][1] / 1e6:.0f} MP processed "
               f"({s['forward_pixels'] / (s['processing_size'][0] * s['processing_size'][1]):.2f}x)")
-        print(f"end-to-end wall: {wall:.1f} s  (read+normalise {s['read_s']:.1f} s, write {s['write_s']:.1f} s)")
+        print(f"end-to-end wall: {wall:.1f} s  (read+normalise {s['read_s']:.1f} s, write blocks {s['write_s']:.1f} s, "
+              f"assemble outputs {s['assemble_s']:.1f} s; {s['blocks']} block(s))")
         print(f"forward passes inside the run: {s['forward_s']:.1f} s ({per_tile_run:.2f} s/tile; slowed by the "
               f"prefetch thread sharing the cores)")
         print(f"forward-only reference: {fwd_wall:.1f} s wall, {fwd_cpu:.1f} s CPU for the run's {n_all} batches "

@@ -1,70 +1,79 @@
-"""Classify a DEM with a model file: tiled, blended, memory-bounded inference.
+"""Classify a DEM with a model file: lattice-anchored tiles, computed block by block.
 
 Pipeline (``classify_raster``)
 ------------------------------
 1. Output grid = the DEM's own grid (or the part of it an extent selects,
-   snapped outward to whole DEM cells).
-2. Processing grid = the model's ground pixel size (or the one asked for) in
-   metres. A projected DEM whose cells already have that size is used as is;
-   otherwise it is warped with GDAL (same CRS if projected; a transverse
-   Mercator centred on the DEM for geographic CRSs, so EPSG:4326 inputs are
-   handled without distortion; "average" resampling when coarsening by more
-   than 1.5x, else bilinear) to a temporary GeoTIFF.
-3. Tiles (``tiling.plan_tiles``): stride-aligned, overlapping, blended with an
-   edge-aware Hann window; each tile is predicted with ``margin`` cells of
-   extra context around it (cropped from its output; default one output
-   stride, see MARGIN_STRIDES); each tile-row is read as one strip with the
-   halo the input factors and their normalisation need (``inputs.halo_pixels``),
-   so a cell's input never depends on the tile. Tiles run in batches
-   (``model.eval()``, ``torch.inference_mode``, autocast bf16/fp16 on CUDA).
-4. Finished rows of blended softmax probabilities leave the rolling strip
-   buffer immediately: written straight to the outputs when the processing
-   grid is the output grid, else to a temporary probability raster that is
-   warped back (bilinear) onto the DEM grid and turned into classes there.
-   Peak memory: one strip (tile height x raster width x classes), whatever
-   the raster height.
+   snapped outward to whole DEM cells). Several DEM files are mosaicked into
+   one virtual raster first.
+2. Processing lattice (``core.grid``): the model's ground pixel size on a
+   lattice fixed on the Earth (UTM zones for geographic DEMs, the DEM's own
+   CRS for projected ones), so a cell's class does not depend on the file's
+   extent or on how a country was cut into tiles.
+3. Tiles (``core.tiling``) anchored to that lattice: each tile is predicted
+   with ``margin`` cells of context (cropped from its output) and the input
+   halo its factors and normalisation need (``inputs.halo_pixels``), so a
+   cell's input never depends on the tile or the block. Tiles run in batches
+   of a fixed size (the last one padded) with ``model.eval()`` and
+   ``torch.inference_mode`` (autocast bf16/fp16 on CUDA).
+4. Blocks (``core.blocks``): the lattice is cut into blocks of whole tiles;
+   each block is one task (in this process or on a Dask cluster) that writes
+   its probabilities as a GeoTIFF in the run folder. When the lattice is the
+   DEM's own grid the block writes the final classes and confidence directly;
+   otherwise a second stage brings the probabilities back onto the DEM grid
+   block by block (bilinear, renormalised over valid lattice cells; zones
+   blended by longitude) and turns them into classes there.
 5. Outputs: class raster (Byte, NoData 0, colour table and category names)
    and confidence raster (Float32, NoData -1; one band per class with its
    softmax probability, named after the class, plus "Top-class confidence",
    the probability of the class written to the class raster). DEM NoData ->
    class 0 and NoData confidence. Classes are the argmax over the landform
    classes (code >= 1) for every valid DEM cell: "no data" is never
-   predicted where there is elevation.
-
-Writers write under temporary names and rename on success; a failure or a
-cancel deletes them (``rasters.GeoTiffWriter``), so no output looks complete.
+   predicted where there is elevation. Both outputs are assembled from the
+   blocks by GDAL and renamed into place together on success.
 """
-import contextlib
 import math
 import os
 import shutil
-import tempfile
+import threading
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 
+from . import blocks as blocks_mod
 from . import inputs as inputs_mod
 from .errors import LandformError
+from .grid import (
+    LatticeReader,
+    Zone,
+    describe_zones,
+    fixed_scale,
+    lattice_dataset,
+    mosaic_vrt,
+    output_footprint,
+    output_longitudes,
+    processing_zones,
+    warp_to_window,
+    zone_weights,
+)
 from .progress import Progress
 from .rasters import (
-    GeoTiffWriter,
     RasterInfo,
     Window,
     _quiet_gdal,
-    linear_unit_metres,
+    mean_cell_size_m,
     open_raster,
     read_window,
     require_crs,
     require_some_data,
 )
-from .tiling import Blender, TilePlan, column_groups, plan_tiles
+from .tiling import Box, TileGrid, accumulate, iter_batches, plan_tiles
 
 CONFIDENCE_NODATA = -1.0
 TOP_BAND_NAME = "Top-class confidence"
-TEMP_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=NONE", "BIGTIFF=YES", "INTERLEAVE=BAND"]
-EDGE_PAD_STRIDES = 2  # tiles start 2 output strides (64 cells for ResNets) outside the raster: see tiling
 # Context read around every tile and cropped from its prediction (one output stride, 32 cells):
 # with 25 % overlap and no margin, cells where two tiles' blend weights cross are only 1/8 of a
 # tile from either tile's border; measured on the tiny test model (boulder, 60 m, tile 512), the
@@ -74,7 +83,10 @@ MARGIN_STRIDES = 1
 # Default tile: the paper's 1024 x 1024 crops; at 25 % overlap the blend crossover is 128 cells
 # from a tile's border. ResNet-50, 2 tiles of 1088^2 on CPU: ~1.4 GB peak RSS.
 DEFAULT_TILE = 1024
-SAME_GRID_TOLERANCE = 0.01  # relative difference in cell size under which the DEM grid is used as is
+EDGE_PAD_STRIDES = 2  # a raster smaller than a tile is one tile reaching 2 output strides past its edges
+DEFAULT_OVERLAP = 0.25
+DEFAULT_BATCH = 2
+OUTPUT_BLOCK_CAP = 2048  # output cells per side of a resampling block (bounds its memory)
 
 
 # ----------------------------------------------------------------------------- device / model
@@ -113,6 +125,7 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_s = 0.0
         self.forward_pixels = 0
+        self.lock = threading.Lock()
 
     @classmethod
     def from_file(cls, model_path: str, device: str = "auto") -> "Predictor":
@@ -125,7 +138,7 @@ class Predictor:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -139,148 +152,24 @@ class Predictor:
         return probs
 
 
-# ----------------------------------------------------------------------------- grids
+_PREDICTORS: Dict[tuple, Predictor] = {}
 
 
-def _subset_to_extent(ds, info: RasterInfo, extent, workdir: str) -> Tuple[object, RasterInfo, Tuple[int, int]]:
-    """The DEM cells covering ``extent`` (xmin, ymin, xmax, ymax in the DEM's CRS), as a VRT."""
-    xmin, ymin, xmax, ymax = (float(v) for v in extent)
-    gt = info.geotransform
-    c0 = int(math.floor((xmin - gt[0]) / gt[1] + 1e-9))
-    c1 = int(math.ceil((xmax - gt[0]) / gt[1] - 1e-9))
-    r0 = int(math.floor((ymax - gt[3]) / gt[5] + 1e-9))
-    r1 = int(math.ceil((ymin - gt[3]) / gt[5] - 1e-9))
-    c0, r0 = max(0, c0), max(0, r0)
-    c1, r1 = min(info.width, c1), min(info.height, r1)
-    if c1 <= c0 or r1 <= r0:
-        raise LandformError("The chosen extent does not overlap the DEM.")
-    if (c0, r0, c1, r1) == (0, 0, info.width, info.height):
-        return ds, info, (0, 0)
-    path = os.path.join(workdir, "extent.vrt")
-    sub = gdal.Translate(path, ds, format="VRT", srcWin=[c0, r0, c1 - c0, r1 - r0])
-    if sub is None:
-        raise LandformError(f"Could not cut the DEM to the extent: {gdal.GetLastErrorMsg()}")
-    sub = None
-    sds, sinfo = open_raster(path, info.band)
-    return sds, sinfo, (c0, r0)
+def _predictor_key(model_path: str, device: str) -> tuple:
+    st = os.stat(model_path)
+    return (os.path.abspath(model_path), st.st_size, st.st_mtime_ns, device)
 
 
-def _metric_crs_for(info: RasterInfo, ds) -> str:
-    """A transverse Mercator centred on a geographic DEM (metres, low distortion over it)."""
-    gt = info.geotransform
-    cx = gt[0] + gt[1] * info.width / 2.0
-    cy = gt[3] + gt[5] * info.height / 2.0
-    src = osr.SpatialReference()
-    src.ImportFromWkt(info.crs_wkt)
-    src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    geo = src.CloneGeogCS()
-    geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    lon, lat = osr.CoordinateTransformation(src, geo).TransformPoint(cx, cy)[:2]
-    dst = osr.SpatialReference()
-    dst.CopyGeogCSFrom(geo)
-    dst.SetTM(0.0, float(lon), 1.0, 0.0, 0.0)
-    dst.SetProjCS(f"Transverse Mercator centred on {lon:.4f} (landform processing grid)")
-    return dst.ExportToWkt()
+def cached_predictor(model_path: str, device: str) -> Predictor:
+    """One loaded model per process (a Dask worker loads it once, not once per block)."""
+    key = _predictor_key(model_path, device)
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = Predictor.from_file(model_path, device)
+    return _PREDICTORS[key]
 
 
-def processing_grid(ds, info: RasterInfo, pixel_size_m: float, workdir: str, progress: Progress):
-    """(dataset, info, same_grid) of the DEM on the processing grid."""
-    unit = linear_unit_metres(info)
-    if not info.is_geographic:
-        rx, ry = info.pixel_width * unit, info.pixel_height * unit
-        if abs(rx - pixel_size_m) <= SAME_GRID_TOLERANCE * pixel_size_m and abs(ry - pixel_size_m) <= SAME_GRID_TOLERANCE * pixel_size_m:
-            return ds, info, True
-        dst_wkt, res = info.crs_wkt, pixel_size_m / unit
-        src_m = math.sqrt(rx * ry)
-    else:
-        from .rasters import mean_cell_size_m
-
-        dst_wkt, res = _metric_crs_for(info, ds), pixel_size_m
-        src_m = mean_cell_size_m(info)
-    alg = "average" if pixel_size_m > 1.5 * src_m else "bilinear"
-    progress.info(
-        f"Resampling the DEM from ~{src_m:.1f} m to {pixel_size_m:g} m cells ({alg}) for the model"
-        + (" in a transverse Mercator projection centred on it." if info.is_geographic else ".")
-    )
-    path = os.path.join(workdir, "processing_dem.tif")
-    src_nodata = info.nodata if info.nodata is not None else None
-    with _quiet_gdal():
-        src = gdal.Translate(os.path.join(workdir, "band.vrt"), ds, format="VRT", bandList=[info.band])
-        if src is None:
-            raise LandformError(f"Could not read band {info.band} of the DEM: {gdal.GetLastErrorMsg()}")
-        out = gdal.Warp(
-            path,
-            src,
-            format="GTiff",
-            dstSRS=dst_wkt,
-            xRes=res,
-            yRes=res,
-            targetAlignedPixels=True,  # rounds the bounds outward: the grid covers every DEM cell
-            resampleAlg=alg,
-            outputType=gdal.GDT_Float32,
-            srcNodata=src_nodata,
-            dstNodata=float("nan"),
-            creationOptions=TEMP_OPTIONS,
-            multithread=True,
-            warpOptions=["NUM_THREADS=2"],
-        )
-    if out is None:
-        raise LandformError(f"Could not resample the DEM to {pixel_size_m:g} m: {gdal.GetLastErrorMsg()}")
-    out = src = None
-    pds, pinfo = open_raster(path, 1)
-    return pds, pinfo, False
-
-
-# ----------------------------------------------------------------------------- reading inputs
-
-
-class InputReader:
-    """Reads the network input for a strip of tiles, exactly (halo included)."""
-
-    def __init__(self, ds, info: RasterInfo, spec: dict, pixel_size_m: float):
-        # its own GDAL handle: strips are read in a prefetch thread while the main thread writes
-        own = gdal.Open(info.path, gdal.GA_ReadOnly)
-        self._ds = own if own is not None else ds
-        self.band = self._ds.GetRasterBand(info.band)
-        self.info = info
-        self.factors = list(spec["input_factors"])
-        self.normalisation = spec["normalisation"]
-        self.pixel_size_m = float(pixel_size_m)
-        self.halo = inputs_mod.halo_pixels(self.factors, self.normalisation, self.pixel_size_m)
-        self.read_s = 0.0
-
-    def strip(self, plan: TilePlan, row: int, cols: Sequence[int], margin: int = 0) -> np.ndarray:
-        """Inputs (C, tile_h + 2 margin, span + 2 margin) for tiles ``cols`` of tile-row ``row``.
-
-        ``margin`` cells of real context are read around the tiles (the network sees them,
-        their predictions are discarded); where the context leaves the raster the input is
-        mirrored (``numpy.pad(mode="reflect")``).
-        """
-        t0 = time.perf_counter()
-        m = int(margin)
-        x0 = plan.xs[cols[0]] - m
-        x1 = plan.xs[cols[-1]] + plan.tile_w + m
-        y0 = plan.ys[row] - m
-        y1 = plan.ys[row] + plan.tile_h + m
-        rx0, ry0 = max(0, x0), max(0, y0)
-        rx1, ry1 = min(x1, plan.width), min(y1, plan.height)
-        win = Window(rx0, ry0, rx1 - rx0, ry1 - ry0, self.halo)
-        elev = read_window(self.band, win, self.info.nodata)
-        self._ds.FlushCache()  # keep GDAL's block cache (up to 5 % of RAM) from holding the whole strip history
-        px = np.full(elev.shape[0], self.pixel_size_m)
-        box = None
-        if any(f != "dem" for f in self.factors):
-            from .terrain import window_raster_box
-
-            box = window_raster_box(win, self.info.width, self.info.height)
-        chans, _valid = inputs_mod.make_input(
-            elev, self.halo, self.factors, self.normalisation, self.pixel_size_m, px, px, raster_box=box
-        )
-        pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))
-        if any(p for pair in pads for p in pair):
-            chans = _reflect_pad(chans, pads)
-        self.read_s += time.perf_counter() - t0
-        return chans
+# ----------------------------------------------------------------------------- one zone's tiles
 
 
 def _reflect_pad(a: np.ndarray, pads) -> np.ndarray:
@@ -296,52 +185,79 @@ def _reflect_pad(a: np.ndarray, pads) -> np.ndarray:
     return a
 
 
-# ----------------------------------------------------------------------------- tiled prediction
+class ZoneModel:
+    """The tiles of one zone and how to turn a tile into network input and probabilities."""
 
+    def __init__(self, job: "ClassifyJob", zone_index: int, predictor: Predictor):
+        self.zone: Zone = job.zones[zone_index]
+        self.predictor = predictor
+        spec = predictor.spec
+        self.factors = list(spec["input_factors"])
+        self.normalisation = spec["normalisation"]
+        self.px = job.pixel_size_m
+        self.halo = inputs_mod.halo_pixels(self.factors, self.normalisation, self.px)
+        self.grid: TileGrid = job.tile_grid(zone_index)
+        self.batch = job.batch_size
+        self.reader = LatticeReader(job.dem, job.band, job.dem_info, self.zone, self.px)
+        self.read_s = 0.0
 
-def predict_tiles(
-    predictor: Predictor, reader: InputReader, plan: TilePlan, batch_size: int, sink, progress: Progress, margin: int = 0
-):
-    """Predict every tile (with ``margin`` cells of context), blend, and call ``sink(y0, probs)`` in row order.
+    def tile_input(self, tile) -> np.ndarray:
+        """(C, h + 2 margin, w + 2 margin) input of a tile; context past the domain mirrored."""
+        t0 = time.perf_counter()
+        m, h = self.grid.margin, self.halo
+        x0, y0, x1, y1 = tile.x0 - m, tile.y0 - m, tile.x0 + tile.width + m, tile.y0 + tile.height + m
+        d0, e0, d1, e1 = self.zone.domain
+        rx0, ry0, rx1, ry1 = max(x0, d0), max(y0, e0), min(x1, d1), min(y1, e1)
+        elev = self.reader.read((rx0 - h, ry0 - h, rx1 + h, ry1 + h))
+        box = None
+        if any(f != "dem" for f in self.factors):
+            box = (e0 - (ry0 - h), e1 - (ry0 - h), d0 - (rx0 - h), d1 - (rx0 - h))
+        px = np.full(elev.shape[0], self.px)
+        chans, _ = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px, raster_box=box)
+        pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))
+        if any(p for pair in pads for p in pair):
+            chans = _reflect_pad(chans, pads)
+        self.read_s += time.perf_counter() - t0
+        return chans
 
-    The next strip of inputs is read and normalised in a background thread while
-    the network runs on the current one (GDAL reads and most numpy work release
-    the GIL; on a GPU this hides the input preparation entirely).
-    """
-    from concurrent.futures import ThreadPoolExecutor
+    def predict_box(self, box: Box, progress: Progress) -> Tuple[np.ndarray, np.ndarray]:
+        """(probabilities (C, h, w), valid (h, w)) of the lattice cells ``box``, from every tile touching it.
 
-    n_cls = len(predictor.spec["classes"])
-    blender = Blender(plan, n_cls)
-    done = 0
-    m = int(margin)
-    tw = plan.tile_w + 2 * m
-    groups = list(column_groups(plan))
-    jobs = [(row, cols, k == len(groups) - 1) for row in range(len(plan.ys)) for k, cols in enumerate(groups)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-read") as pool:
-        future = pool.submit(reader.strip, plan, jobs[0][0], jobs[0][1], m)
-        for j, (row, cols, row_done) in enumerate(jobs):
-            progress.check()
-            strip = future.result()
-            if j + 1 < len(jobs):
-                future = pool.submit(reader.strip, plan, jobs[j + 1][0], jobs[j + 1][1], m)
-            base = plan.xs[cols[0]]
-            tiles = plan.row_tiles(row)
-            for b in range(0, len(cols), batch_size):
+        Inputs of the next batch are prepared in a background thread while the network runs.
+        """
+        tiles = self.grid.tiles_touching(box)
+        n_cls = len(self.predictor.spec["classes"])
+        h, w = box[3] - box[1], box[2] - box[0]
+        acc = np.zeros((n_cls, h, w), np.float32)
+        wsum = np.zeros((h, w), np.float32)
+        batches = list(iter_batches(tiles, self.batch))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-read") as pool:
+            future = pool.submit(self._inputs, batches[0]) if batches else None
+            for i, batch in enumerate(batches):
                 progress.check()
-                chunk = [tiles[c] for c in cols[b : b + batch_size]]
-                batch = np.stack([strip[:, :, t.x0 - base : t.x0 - base + tw] for t in chunk])
-                probs = predictor.probabilities(batch)
-                if m:
-                    probs = probs[:, :, m : m + plan.tile_h, m : m + plan.tile_w]
-                for t, p in zip(chunk, probs):
-                    blender.add(t, p)
-                done += len(chunk)
-                progress.update(100.0 * done / plan.n_tiles)
-            del strip
-            if row_done:
-                y0, probs = blender.finish_row(row)
-                if probs is not None:
-                    sink(y0, probs)
+                x = future.result()
+                if i + 1 < len(batches):
+                    future = pool.submit(self._inputs, batches[i + 1])
+                probs = self._forward(x)[: len(batch)]
+                for t, p in zip(batch, probs):
+                    accumulate(acc, wsum, box, t, p, self.grid.weights(t))
+                progress.update(100.0 * (i + 1) / len(batches))
+            valid = np.isfinite(pool.submit(self.reader.read, box).result())
+        np.divide(acc, np.maximum(wsum, np.float32(1e-12)), out=acc)
+        return acc, valid
+
+    def _inputs(self, batch) -> np.ndarray:
+        x = np.stack([self.tile_input(t) for t in batch])
+        if len(batch) < self.batch:  # a fixed batch size: every tile goes through the same kernels
+            x = np.concatenate([x, np.repeat(x[-1:], self.batch - len(batch), axis=0)])
+        return x
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        m = self.grid.margin
+        probs = self.predictor.probabilities(x)
+        if m:
+            probs = probs[:, :, m : probs.shape[2] - m, m : probs.shape[3] - m]
+        return probs
 
 
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -356,263 +272,458 @@ def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarr
     return cls, conf
 
 
-class _BlockRowWriter:
-    """Writes finished rows to the outputs in whole rows of GeoTIFF blocks, then drops them from
-    GDAL's cache: compressed blocks are written once (no rewrite, no file growth) and peak memory
-    stays at about one strip plus one block row, whatever the raster size."""
-
-    def __init__(self, cw: GeoTiffWriter, conf_w: Optional[GeoTiffWriter], block_rows: int = 512):
-        self.cw, self.conf_w, self.block = cw, conf_w, int(block_rows)
-        self.y0 = 0
-        self.cls: list = []
-        self.conf: list = []
-
-    def add(self, y0: int, cls: np.ndarray, conf: np.ndarray) -> None:
-        if y0 != self.y0 + sum(c.shape[0] for c in self.cls):
-            raise ValueError("rows must arrive in order")
-        self.cls.append(cls)
-        if self.conf_w is not None:
-            self.conf.append(conf)
-        n = sum(c.shape[0] for c in self.cls)
-        if n >= self.block:
-            self._write(n // self.block * self.block)
-
-    def close(self) -> None:
-        n = sum(c.shape[0] for c in self.cls)
-        if n:
-            self._write(n)
-
-    def _write(self, n: int) -> None:
-        cls = np.concatenate(self.cls, axis=0)
-        conf = np.concatenate(self.conf, axis=1) if self.conf_w is not None else None
-        self.cw.write(cls[:n], 0, self.y0)
-        self.cw.ds.FlushCache()
-        if self.conf_w is not None:
-            self.conf_w.write(conf[:, :n], 0, self.y0)
-            self.conf_w.ds.FlushCache()
-        self.y0 += n
-        self.cls = [cls[n:]] if n < cls.shape[0] else []
-        self.conf = [conf[:, n:]] if (conf is not None and n < cls.shape[0]) else []
+# ----------------------------------------------------------------------------- the job
 
 
-def _valid_rows(band, nodata, y0: int, rows: int, width: int) -> np.ndarray:
-    arr = read_window(band, Window(0, y0, width, rows, 0), nodata)
-    return np.isfinite(arr)
+@dataclass(frozen=True)
+class OutputGrid:
+    width: int
+    height: int
+    geotransform: Tuple[float, ...]
+    crs_wkt: str
+
+    def window_gt(self, win: Window) -> Tuple[float, ...]:
+        gt = self.geotransform
+        return (gt[0] + win.x0 * gt[1], gt[1], 0.0, gt[3] + win.y0 * gt[5], 0.0, gt[5])
+
+    def as_tuple(self):
+        return (self.width, self.height, self.geotransform, self.crs_wkt)
 
 
-def _output_writers(class_out: str, confidence_out: Optional[str], like: RasterInfo, classes: list):
-    ct = [(int(c["code"]), tuple(c["color"]), str(c["name"])) for c in classes]
-    cw = GeoTiffWriter(class_out, like, 1, gdal.GDT_Byte, nodata=0, band_names=["Landform class"], color_table=ct)
-    conf_w = None
+_WORKER_STATE: Dict[str, dict] = {}
+_ASSEMBLY_S: Dict[str, float] = {}  # the client's assembly time of a run, for its summary  # per process: zone models (model, GDAL handles) of the current job
+
+
+@dataclass(frozen=True)
+class ClassifyJob:
+    """Everything a block task needs, as paths and numbers (sent to Dask workers as is)."""
+
+    dem: str
+    band: int
+    dem_info: RasterInfo
+    model: str
+    device: str
+    classes: Tuple[Tuple[int, Tuple[int, int, int], str], ...]
+    pixel_size_m: float
+    tile: int
+    overlap: float
+    margin: int
+    stride: int
+    batch_size: int
+    block_size: int
+    zones: Tuple[Zone, ...]
+    out: OutputGrid
+    outputs: Tuple[blocks_mod.OutputSpec, ...]
+    run_dir: str
+    fingerprint: str
+    cog: bool = False
+
+    @property
+    def same_grid(self) -> bool:
+        return len(self.zones) == 1 and self.zones[0].same_grid
+
+    def tile_grid(self, z: int) -> TileGrid:
+        return plan_tiles(self.zones[z].domain, self.tile, self.overlap, self.stride, self.margin,
+                          EDGE_PAD_STRIDES * self.stride)
+
+    # -- tasks
+
+    def stages(self) -> List[List[blocks_mod.Task]]:
+        predict = [
+            blocks_mod.Task(0, f"z{z}_{_box_key(box)}", (z, box))
+            for z in range(len(self.zones))
+            for box in self.tile_grid(z).block_boxes(self.block_size)
+        ]
+        if self.same_grid:
+            return [predict]
+        size = max(64, min(self.block_size, OUTPUT_BLOCK_CAP))
+        from .rasters import block_windows
+
+        wins = block_windows(self.out.width, self.out.height, size, size)
+        resample = [blocks_mod.Task(1, f"out_{w.x0}_{w.y0}", (w,)) for w in wins]
+        return [predict, resample]
+
+    def run_task(self, task: blocks_mod.Task, progress: Progress) -> dict:
+        state = self._state()
+        if task.stage == 0:
+            return self._predict_block(state, *task.args, task.key, progress)
+        return self._resample_block(state, *task.args, task.key, progress)
+
+    def _state(self) -> dict:
+        state = _WORKER_STATE.get(self.fingerprint)
+        if state is None:
+            _WORKER_STATE.clear()
+            predictor = cached_predictor(self.model, self.device)
+            state = {"predictor": predictor, "zones": {}, "vrts": {}, "dem": None}
+            _WORKER_STATE[self.fingerprint] = state
+        return state
+
+    def _zone_model(self, state: dict, z: int) -> ZoneModel:
+        if z not in state["zones"]:
+            state["zones"][z] = ZoneModel(self, z, state["predictor"])
+        return state["zones"][z]
+
+    def _predict_block(self, state, z: int, box: Box, key: str, progress: Progress) -> dict:
+        zm = self._zone_model(state, z)
+        pred = state["predictor"]
+        f0, s0, r0, t0 = pred.forward_pixels, pred.forward_s, zm.read_s, time.perf_counter()
+        probs, valid = zm.predict_box(box, progress)
+        stats = {"tiles": len(zm.grid.tiles_touching(box)), "forward_pixels": pred.forward_pixels - f0,
+                 "forward_s": pred.forward_s - s0, "read_s": zm.read_s - r0, "device": str(pred.device)}
+        t1 = time.perf_counter()
+        if self.same_grid:
+            d0, e0 = self.zones[0].domain[:2]
+            win = Window(box[0] - d0, box[1] - e0, box[2] - box[0], box[3] - box[1])
+            stats.update(self._write_classes(probs, valid, win, key))
+        else:
+            spec = blocks_mod.OutputSpec(f"zone{z}", "", gdal.GDT_Float32, tuple(["p"] * (len(probs) + 1)), None)
+            stack = np.concatenate([probs, valid[None].astype(np.float32)])
+            gt = self.zones[z].lattice.geotransform(box[0], box[1])
+            blocks_mod.write_block(self._zone_block(z, key), stack, gt, self.zones[z].lattice.crs_wkt, spec)
+        stats["write_s"] = time.perf_counter() - t1
+        stats["seconds"] = time.perf_counter() - t0
+        return stats
+
+    def _zone_block(self, z: int, key: str) -> str:
+        return blocks_mod.block_path(self.run_dir, f"zone{z}", key)
+
+    def _write_classes(self, probs, valid, win: Window, key: str) -> dict:
+        cls, conf = finalise(probs, valid)
+        gt = self.out.window_gt(win)
+        blocks_mod.write_block(blocks_mod.block_path(self.run_dir, "classes", key), cls, gt, self.out.crs_wkt, self.outputs[0])
+        if len(self.outputs) > 1:
+            path = blocks_mod.block_path(self.run_dir, "confidence", key)
+            blocks_mod.write_block(path, conf, gt, self.out.crs_wkt, self.outputs[1])
+        counts = np.bincount(cls.ravel(), minlength=len(self.classes))[: len(self.classes)]
+        return {"counts": [int(c) for c in counts]}
+
+    def after_stage(self, tasks: Sequence[blocks_mod.Task]) -> None:
+        """After the lattice blocks: one VRT per zone, read by the resampling stage."""
+        if self.same_grid or not tasks or tasks[0].stage != 0:
+            return
+        for z in range(len(self.zones)):
+            files = [self._zone_block(z, t.key) for t in tasks if t.args[0] == z]
+            with _quiet_gdal():
+                vrt = gdal.BuildVRT(self._zone_vrt(z), files)
+            if vrt is None:
+                raise LandformError(f"Could not gather the blocks of zone {self.zones[z].name}: {gdal.GetLastErrorMsg()}")
+            vrt = None
+
+    def _zone_vrt(self, z: int) -> str:
+        return os.path.join(self.run_dir, f"zone{z}.vrt")
+
+    def _resample_block(self, state, win: Window, key: str, progress: Progress) -> dict:
+        t0 = time.perf_counter()
+        n_cls = len(self.classes)
+        total = np.zeros((n_cls, win.height, win.width), np.float64)
+        wtotal = np.zeros((win.height, win.width), np.float64)
+        lon = output_longitudes(self.out.crs_wkt, self.out.geotransform, win) if self.dem_info.is_geographic else None
+        for z, zone in enumerate(self.zones):
+            wz = zone_weights(lon, zone.lon_range) if lon is not None else np.ones((win.height, win.width))
+            if not (wz > 0).any():
+                continue
+            pz = self._zone_probabilities(state, z, win)
+            ok = np.isfinite(pz).all(axis=0) & (wz > 0)
+            total[:, ok] += pz[:, ok] * wz[ok]
+            wtotal[ok] += wz[ok]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probs = (total / wtotal).astype(np.float32)
+        valid = self._dem_valid(state, win)
+        stats = self._write_classes(probs, valid, win, key)
+        stats["seconds"] = stats["write_s"] = time.perf_counter() - t0
+        return stats
+
+    def _zone_probabilities(self, state, z: int, win: Window) -> np.ndarray:
+        """Probabilities of zone ``z`` on output window ``win``: bilinear, renormalised over valid lattice cells."""
+        zone = self.zones[z]
+        n = len(self.classes)
+        box = output_footprint(zone, self.out.crs_wkt, self.out.geotransform, win)
+        lat = self._read_zone(state, z, box)  # (n + 1, h, w): probabilities, valid
+        p, v = lat[:n], np.nan_to_num(lat[n], nan=0.0)
+        pv = np.nan_to_num(p, nan=0.0) * v
+        mem = lattice_dataset(zone.lattice, box, np.concatenate([pv, v[None], p]))
+        scale = fixed_scale(self.pixel_size_m, mean_cell_size_m(self.dem_info))
+        out = warp_to_window(mem, self.out.crs_wkt, self.out.geotransform, win, scale)
+        pvw, vw, pw = out[:n], out[n], out[n + 1 :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(vw > 1e-6, pvw / vw, pw)
+
+    def _read_zone(self, state, z: int, box: Box) -> np.ndarray:
+        if z not in state["vrts"]:
+            state["vrts"][z] = gdal.Open(self._zone_vrt(z))
+        ds = state["vrts"][z]
+        d0, e0, d1, e1 = self.zones[z].domain
+        c0, r0, c1, r1 = box
+        out = np.full((ds.RasterCount, r1 - r0, c1 - c0), np.nan, np.float32)
+        a0, b0, a1, b1 = max(c0, d0), max(r0, e0), min(c1, d1), min(r1, e1)
+        if a1 > a0 and b1 > b0:
+            arr = ds.ReadAsArray(a0 - d0, b0 - e0, a1 - a0, b1 - b0)
+            if arr is None:
+                raise LandformError(f"Could not read the block files of zone {self.zones[z].name}: {gdal.GetLastErrorMsg()}")
+            out[:, b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = arr.reshape(ds.RasterCount, b1 - b0, a1 - a0)
+        return out
+
+    def _dem_valid(self, state, win: Window) -> np.ndarray:
+        if state["dem"] is None:
+            ds = gdal.Open(self.dem)
+            state["dem"] = (ds, ds.GetRasterBand(self.band))
+        return np.isfinite(read_window(state["dem"][1], win, self.dem_info.nodata))
+
+    def assemble(self, progress: Progress) -> None:
+        t0 = time.perf_counter()
+        files = {}
+        tasks = self.stages()[-1]
+        for spec in self.outputs:
+            files[spec.key] = [blocks_mod.block_path(self.run_dir, spec.key, t.key) for t in tasks]
+        blocks_mod.assemble(self.outputs, files, self.out.as_tuple(), self.run_dir, self.cog, progress)
+        _ASSEMBLY_S[self.fingerprint] = time.perf_counter() - t0
+
+
+def _box_key(box: Box) -> str:
+    return "_".join(str(v) for v in box).replace("-", "m")
+
+
+# ----------------------------------------------------------------------------- building and running a job
+
+
+def _subset_to_extent(info: RasterInfo, extent, run_dir: str) -> Optional[str]:
+    """A VRT of the DEM cells covering ``extent`` (xmin, ymin, xmax, ymax in the DEM's CRS), or None for all."""
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    gt = info.geotransform
+    c0 = int(math.floor((xmin - gt[0]) / gt[1] + 1e-9))
+    c1 = int(math.ceil((xmax - gt[0]) / gt[1] - 1e-9))
+    r0 = int(math.floor((ymax - gt[3]) / gt[5] + 1e-9))
+    r1 = int(math.ceil((ymin - gt[3]) / gt[5] - 1e-9))
+    c0, r0 = max(0, c0), max(0, r0)
+    c1, r1 = min(info.width, c1), min(info.height, r1)
+    if c1 <= c0 or r1 <= r0:
+        raise LandformError("The chosen extent does not overlap the DEM.")
+    if (c0, r0, c1, r1) == (0, 0, info.width, info.height):
+        return None
+    path = os.path.join(run_dir, "extent.vrt")
+    with _quiet_gdal():
+        sub = gdal.Translate(path, info.path, format="VRT", srcWin=[c0, r0, c1 - c0, r1 - r0])
+    if sub is None:
+        raise LandformError(f"Could not cut the DEM to the extent: {gdal.GetLastErrorMsg()}")
+    sub = None
+    return path
+
+
+def dem_sources(dems: Sequence[str]) -> List[str]:
+    """DEM paths from the command line: files, VRTs, or text files listing one path per line."""
+    out: List[str] = []
+    for d in dems:
+        if d.lower().endswith(".txt") and os.path.isfile(d):
+            base = os.path.dirname(os.path.abspath(d))
+            with open(d, "r", encoding="utf-8") as f:
+                for line in f:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        out.append(line if os.path.isabs(line) else os.path.join(base, line))
+        else:
+            out.append(d)
+    if not out:
+        raise LandformError("No DEM was given.")
+    return out
+
+
+@dataclass
+class ClassifyOptions:
+    """How to classify: the same defaults for QGIS, the command line and scripts."""
+
+    band: int = 1
+    pixel_size_m: Optional[float] = None  # None = the model's
+    tile_size: Optional[int] = None  # None = max(DEFAULT_TILE, the model's tile size)
+    overlap: float = DEFAULT_OVERLAP
+    margin: Optional[int] = None  # None = MARGIN_STRIDES output strides
+    batch_size: int = DEFAULT_BATCH
+    device: str = "auto"
+    extent: Optional[Sequence[float]] = None
+    block_size: int = blocks_mod.DEFAULT_BLOCK_SIZE
+    cog: bool = False
+
+
+def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optional[str], spec: dict,
+              opt: ClassifyOptions, run_dir: str, fp: str) -> ClassifyJob:
+    """Check the inputs and parameters and lay out the zones, tiles and blocks of a run."""
+    from .nets.registry import output_stride
+
+    _, info = open_raster(dem, opt.band)
+    require_crs(info)
+    if opt.extent is not None:
+        sub = _subset_to_extent(info, opt.extent, run_dir)
+        if sub is not None:
+            dem = sub
+            _, info = open_raster(dem, opt.band)
+    ds, info = open_raster(dem, opt.band)
+    require_some_data(ds, info)
+    stride = output_stride(spec["architecture"])
+    px = float(opt.pixel_size_m) if opt.pixel_size_m else float(spec["pixel_size_m"])
+    if px <= 0:
+        raise LandformError("The processing resolution must be a positive number of metres.")
+    tile = int(opt.tile_size) if opt.tile_size else max(DEFAULT_TILE, int(spec["tile_size"]))
+    if tile % stride:
+        raise LandformError(f"Tile size must be a multiple of {stride} pixels for this network; {tile} is not.")
+    margin = MARGIN_STRIDES * stride if opt.margin is None else int(opt.margin)
+    if int(opt.batch_size) < 1:
+        raise LandformError("Batch size must be at least 1.")
+    if int(opt.block_size) < stride:
+        raise LandformError(f"The block size must be at least {stride} cells.")
+    zones = tuple(processing_zones(info, px))
+    for z in zones:  # validates tile, overlap and margin
+        plan_tiles(z.domain, tile, opt.overlap, stride, margin, EDGE_PAD_STRIDES * stride)
+    outputs = _output_specs(class_out, confidence_out, spec["classes"])
+    classes = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in spec["classes"])
+    out = OutputGrid(info.width, info.height, tuple(info.geotransform), info.crs_wkt)
+    return ClassifyJob(dem, opt.band, info, model_path, opt.device, classes, px, tile, float(opt.overlap), margin, stride,
+                       int(opt.batch_size), int(opt.block_size), zones, out, outputs, run_dir, fp, bool(opt.cog))
+
+
+def _output_specs(class_out: str, confidence_out: Optional[str], classes: list) -> Tuple[blocks_mod.OutputSpec, ...]:
+    table = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in classes)
+    specs = [blocks_mod.OutputSpec("classes", class_out, gdal.GDT_Byte, ("Landform class",), 0, table)]
     if confidence_out:
-        names = [f"{c['name']} probability" for c in classes] + [TOP_BAND_NAME]
-        try:
-            conf_w = GeoTiffWriter(confidence_out, like, len(names), gdal.GDT_Float32, nodata=CONFIDENCE_NODATA, band_names=names)
-        except Exception:
-            cw.discard()
-            raise
-    return cw, conf_w
+        names = tuple(f"{c['name']} probability" for c in classes) + (TOP_BAND_NAME,)
+        specs.append(blocks_mod.OutputSpec("confidence", confidence_out, gdal.GDT_Float32, names, CONFIDENCE_NODATA,
+                                           overview_resampling="AVERAGE"))
+    return tuple(specs)
 
 
 def classify_raster(
-    dem_path: str,
+    dem_path,
     model_path: str,
     class_out: str,
     confidence_out: Optional[str] = None,
     band: int = 1,
     pixel_size_m: Optional[float] = None,
     tile_size: Optional[int] = None,
-    overlap: float = 0.25,
-    batch_size: int = 2,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH,
     device: str = "auto",
     extent: Optional[Sequence[float]] = None,
     progress: Optional[Progress] = None,
     predictor: Optional[Predictor] = None,
     margin: Optional[int] = None,
-    edge_pad: Optional[int] = None,
+    block_size: int = blocks_mod.DEFAULT_BLOCK_SIZE,
+    engine=None,
+    cog: bool = False,
+    keep_run_on_error: bool = False,
 ) -> Dict[str, object]:
-    """Classify ``dem_path`` with ``model_path``; see the module docstring. Returns a summary dict."""
-    from .nets.registry import output_stride
+    """Classify ``dem_path`` (a path, or a list of DEM files to mosaic) with ``model_path``.
+
+    ``engine``: None = every block in this process; else a ``blocks.DaskEngine``. See the module
+    docstring. Returns a summary dict.
+    """
+    opt = ClassifyOptions(band, pixel_size_m, tile_size, overlap, margin, batch_size, device, extent, block_size, cog)
+    return classify(dem_path, model_path, class_out, confidence_out, opt, progress, predictor, engine, keep_run_on_error)
+
+
+def classify(dem_path, model_path: str, class_out: str, confidence_out: Optional[str], opt: ClassifyOptions,
+             progress: Optional[Progress] = None, predictor: Optional[Predictor] = None, engine=None,
+             keep_run_on_error: bool = False) -> Dict[str, object]:
+    """Classify with ``opt``; the run folder beside ``class_out`` holds the blocks until the outputs are assembled."""
+    from .modelfile import read_spec
 
     progress = progress or Progress()
     t_start = time.perf_counter()
-    ds, info = open_raster(dem_path, band)
-    require_crs(info)
-    require_some_data(ds, info)
-    if predictor is None:
-        predictor = Predictor.from_file(model_path, device)
-    spec = predictor.spec
-    stride = output_stride(spec["architecture"])
-    px = float(pixel_size_m) if pixel_size_m else float(spec["pixel_size_m"])
-    if px <= 0:
-        raise LandformError("The processing resolution must be a positive number of metres.")
-    tile = int(tile_size) if tile_size else max(DEFAULT_TILE, int(spec["tile_size"]))
-    if tile % stride:
-        raise LandformError(f"Tile size must be a multiple of {stride} pixels for this network; {tile} is not.")
-    if batch_size < 1:
-        raise LandformError("Batch size must be at least 1.")
-    workdir = tempfile.mkdtemp(prefix=".landform_", dir=os.path.dirname(os.path.abspath(class_out)))
+    spec = read_spec(model_path)
+    dems = [dem_path] if isinstance(dem_path, str) else dem_sources(dem_path)
+    outs = [class_out, confidence_out]
+    fp = blocks_mod.fingerprint(*dems, model_path, repr(sorted(vars(opt).items())), outs, "classify-1")
+    run_dir = blocks_mod.run_folder_for(class_out)
     try:
-        if extent is not None:
-            ds, info, _ = _subset_to_extent(ds, info, extent, workdir)
-            require_some_data(ds, info)
-        pds, pinfo, same = processing_grid(ds, info, px, workdir, progress.sub(0, 5))
-        edge = EDGE_PAD_STRIDES * stride if edge_pad is None else int(edge_pad)
-        plan = plan_tiles(pinfo.width, pinfo.height, tile, overlap, stride, pad=edge)
-        m = MARGIN_STRIDES * stride if margin is None else int(margin)
-        if m % stride or m < 0:
-            raise LandformError(f"The context margin must be a non-negative multiple of {stride} cells.")
-        reader = InputReader(pds, pinfo, spec, px)
-        progress.info(
-            f"{pinfo.width} x {pinfo.height} cells at {px:g} m; {plan.n_tiles} tile(s) of {plan.tile_w} x {plan.tile_h}, "
-            f"step {plan.step_x} x {plan.step_y}, context margin {m}; input halo {reader.halo} cells; "
-            f"device {predictor.device}."
-        )
-        pband = pds.GetRasterBand(pinfo.band)
-        classes = spec["classes"]
-        n_cls = len(classes)
-        write_s = [0.0]
-        counts = np.zeros(n_cls, dtype=np.int64)
-        if same:
-            cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
-            # Both writers commit together on success and are discarded on any error or cancel.
-            with cw, (conf_w or contextlib.nullcontext()):
-                rows_out = _BlockRowWriter(cw, conf_w)
+        blocks_mod.RunFolder(run_dir, fp, progress)
+        dem = dems[0] if len(dems) == 1 else mosaic_vrt(dems, os.path.join(run_dir, "mosaic.vrt"))
+        job = build_job(dem, model_path, class_out, confidence_out, spec, opt, run_dir, fp)
+        if engine is None or isinstance(engine, blocks_mod.InProcess):  # load the model before any block
+            if predictor is not None:
+                _PREDICTORS.clear()
+                _PREDICTORS[_predictor_key(model_path, opt.device)] = predictor
+            cached_predictor(model_path, opt.device)
+        with (engine or blocks_mod.InProcess()) as eng:
+            _log_plan(job, progress, eng)
+            stats = blocks_mod.run_job(job, eng, progress, keep_run_on_error)
+    except BaseException:
+        if not keep_run_on_error:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return _summary(job, stats, time.perf_counter() - t_start)
 
-                def sink(y0, probs):
-                    t0 = time.perf_counter()
-                    valid = _valid_rows(pband, pinfo.nodata, y0, probs.shape[1], pinfo.width)
-                    pds.FlushCache()
-                    cls, conf = finalise(probs, valid)
-                    counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
-                    rows_out.add(y0, cls, conf if conf_w is not None else None)
-                    write_s[0] += time.perf_counter() - t0
 
-                predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 100), m)
-                rows_out.close()
-        else:
-            prob_path = os.path.join(workdir, "probabilities.tif")
-            drv = gdal.GetDriverByName("GTiff")
-            pdst = drv.Create(prob_path, pinfo.width, pinfo.height, n_cls, gdal.GDT_Float32, TEMP_OPTIONS)
-            pdst.SetGeoTransform(pinfo.geotransform)
-            pdst.SetProjection(pinfo.crs_wkt)
-            for i in range(n_cls):
-                pdst.GetRasterBand(i + 1).SetNoDataValue(float("nan"))
+def _log_plan(job: ClassifyJob, progress: Progress, engine) -> None:
+    grids = [job.tile_grid(z) for z in range(len(job.zones))]
+    g = grids[0]
+    mode = f"overlap {job.overlap:g}, Hann blending" if g.blend else "abutting tiles (no overlap)"
+    progress.info(
+        f"Processing lattice at {job.pixel_size_m:g} m: {describe_zones(job.zones)}"
+        + ("" if job.same_grid else "; resampled from the DEM") + ". "
+        f"{sum(x.n_tiles for x in grids)} tile(s) of {g.size_x} x {g.size_y}, {mode}, context margin {job.margin}; "
+        f"{sum(len(s) for s in job.stages())} block task(s) of about {job.block_size} cells on {engine.description}."
+    )
 
-            def sink(y0, probs):
-                t0 = time.perf_counter()
-                valid = _valid_rows(pband, pinfo.nodata, y0, probs.shape[1], pinfo.width)
-                probs = np.where(valid[None], probs, np.float32(np.nan))
-                for i in range(n_cls):
-                    pdst.GetRasterBand(i + 1).WriteArray(probs[i], 0, y0)
-                pdst.FlushCache()  # uncompressed temp file: blocks are rewritten in place
-                pds.FlushCache()
-                write_s[0] += time.perf_counter() - t0
 
-            predict_tiles(predictor, reader, plan, batch_size, sink, progress.sub(5, 90), m)
-            # Cells of the DEM's edge whose processing cell centre fell just outside it are NaN
-            # on the processing grid; extend the probabilities a few cells outward so the
-            # bilinear warp back reaches every valid DEM cell (DEM NoData is masked again later).
-            for i in range(n_cls):
-                progress.check()
-                gdal.FillNodata(pdst.GetRasterBand(i + 1), None, maxSearchDist=4, smoothingIterations=0)
-            pdst.FlushCache()
-            pdst = None
-            _warp_back(prob_path, info, ds, workdir, class_out, confidence_out, classes, counts, progress.sub(90, 100))
-        progress.update(100)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    wall = time.perf_counter() - t_start
+def _summary(job: ClassifyJob, stats: List[dict], wall: float) -> Dict[str, object]:
+    counts = np.zeros(len(job.classes), np.int64)
+    for s in stats:
+        if "counts" in s:
+            counts += np.asarray(s["counts"], np.int64)
     valid_n = int(counts[1:].sum())
+    g = job.tile_grid(0)
     return {
-        "class_raster": class_out,
-        "confidence_raster": confidence_out,
-        "processing_size": (pinfo.width, pinfo.height),
-        "pixel_size_m": px,
-        "resampled": not same,
-        "tiles": plan.n_tiles,
-        "tile_size": (plan.tile_w, plan.tile_h),
-        "margin": m,
-        "edge_pad": edge,
-        "forward_pixels": predictor.forward_pixels,
-        "device": str(predictor.device),
+        "class_raster": job.outputs[0].path,
+        "confidence_raster": job.outputs[1].path if len(job.outputs) > 1 else None,
+        "processing_size": (job.zones[0].width, job.zones[0].height),
+        "zones": [z.name for z in job.zones],
+        "pixel_size_m": job.pixel_size_m,
+        "resampled": not job.same_grid,
+        "tiles": sum(job.tile_grid(z).n_tiles for z in range(len(job.zones))),
+        "tile_size": (g.size_x, g.size_y),
+        "margin": job.margin,
+        "blocks": sum(len(s) for s in job.stages()),
+        "forward_pixels": int(sum(s.get("forward_pixels", 0) for s in stats)),
+        "device": next((s["device"] for s in stats if "device" in s), job.device),
         "wall_s": wall,
-        "forward_s": predictor.forward_s,
-        "read_s": reader.read_s,
-        "write_s": write_s[0],
-        "class_counts": {str(c["name"]): int(counts[i]) for i, c in enumerate(classes)},
-        "class_shares": {str(c["name"]): (float(counts[i]) / valid_n if valid_n else 0.0) for i, c in enumerate(classes) if i},
+        "forward_s": float(sum(s.get("forward_s", 0.0) for s in stats)),
+        "block_seconds": float(sum(s.get("seconds", 0.0) for s in stats)),
+        "read_s": float(sum(s.get("read_s", 0.0) for s in stats)),
+        "write_s": float(sum(s.get("write_s", 0.0) for s in stats)),
+        "assemble_s": _ASSEMBLY_S.pop(job.fingerprint, 0.0),
+        "edge_pad": EDGE_PAD_STRIDES * job.stride,
+        "class_counts": {c[2]: int(counts[i]) for i, c in enumerate(job.classes)},
+        "class_shares": {c[2]: (float(counts[i]) / valid_n if valid_n else 0.0) for i, c in enumerate(job.classes) if i},
     }
-
-
-def _warp_back(prob_path, info, ds, workdir, class_out, confidence_out, classes, counts, progress):
-    """Bilinear warp of the probabilities onto the DEM grid, then classes/confidence block by block."""
-    gt = info.geotransform
-    bounds = (gt[0], gt[3] + gt[5] * info.height, gt[0] + gt[1] * info.width, gt[3])
-    vrt_path = os.path.join(workdir, "probabilities_on_dem.vrt")
-    with _quiet_gdal():
-        v = gdal.Warp(
-            vrt_path,
-            prob_path,
-            format="VRT",
-            dstSRS=info.crs_wkt,
-            outputBounds=bounds,
-            width=info.width,
-            height=info.height,
-            resampleAlg="bilinear",
-            srcNodata=float("nan"),
-            dstNodata=float("nan"),
-            outputType=gdal.GDT_Float32,
-        )
-    if v is None:
-        raise LandformError(f"Could not bring the results back onto the DEM grid: {gdal.GetLastErrorMsg()}")
-    v = None
-    vds = gdal.Open(vrt_path)
-    n_cls = len(classes)
-    dem_band = ds.GetRasterBand(info.band)
-    cw, conf_w = _output_writers(class_out, confidence_out, info, classes)
-    rows = 512  # one row of output blocks (rasters.GTIFF_OPTIONS): each block written once
-    with cw, (conf_w or contextlib.nullcontext()):
-        for y0 in range(0, info.height, rows):
-            progress.check()
-            h = min(rows, info.height - y0)
-            probs = np.stack(
-                [vds.GetRasterBand(i + 1).ReadAsArray(0, y0, info.width, h).astype(np.float32) for i in range(n_cls)]
-            )
-            valid = _valid_rows(dem_band, info.nodata, y0, h, info.width)
-            cls, conf = finalise(probs, valid)
-            counts[:] += np.bincount(cls.ravel(), minlength=n_cls)[:n_cls]
-            cw.write(cls, 0, y0)
-            cw.ds.FlushCache()
-            if conf_w is not None:
-                conf_w.write(conf, 0, y0)
-                conf_w.ds.FlushCache()
-            vds.FlushCache()
-            ds.FlushCache()
-            progress.update(100.0 * (y0 + h) / info.height)
 
 
 # ----------------------------------------------------------------------------- command line
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("classify", help="classify landforms in a DEM with a model file (needs torch)")
-    p.add_argument("dem")
+    p = subparsers.add_parser(
+        "classify", help="classify landforms in a DEM (or a mosaic of DEM tiles) with a model file (needs torch)",
+        description="Classify landforms. DEM: one or more rasters (files, a GDAL VRT, or .txt files listing "
+        "one path per line) mosaicked into one; blocks run here, or on a Dask cluster with --scheduler / "
+        "--local-workers. Finished blocks are kept when a run fails or is killed: the same command continues.",
+    )
+    p.add_argument("dem", nargs="+", help="DEM file(s), VRT or .txt list")
     p.add_argument("model")
     p.add_argument("class_out")
     p.add_argument("--confidence", default=None, help="confidence raster to write (per-class probabilities)")
     p.add_argument("--band", type=int, default=1)
     p.add_argument("--pixel-size", type=float, default=None, help="processing resolution in metres (default: the model's)")
-    p.add_argument("--tile-size", type=int, default=None)
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tile-size", type=int, default=None, help=f"tile side in cells (default {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help=f"tile overlap fraction (default {DEFAULT_OVERLAP})")
+    p.add_argument("--margin", type=int, default=None, help="context cells around each tile (default one output stride)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per forward pass (default {DEFAULT_BATCH})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    blocks_mod.add_engine_args(p)
 
     def run(args):
-        summary = classify_raster(
-            args.dem, args.model, args.class_out, args.confidence, args.band, args.pixel_size,
-            args.tile_size, args.overlap, args.batch_size, args.device, progress=Progress(log=print),
-        )
+        opt = ClassifyOptions(args.band, args.pixel_size, args.tile_size, args.overlap, args.margin, args.batch_size,
+                              args.device, None, args.block_size, args.cog)
+        engine = blocks_mod.engine_from_args(args)
+        dem = args.dem[0] if len(args.dem) == 1 and not args.dem[0].lower().endswith(".txt") else args.dem
+        summary = classify(dem, args.model, args.class_out, args.confidence, opt, blocks_mod.ConsoleProgress(),
+                           engine=None if isinstance(engine, blocks_mod.InProcess) else engine, keep_run_on_error=True)
         for k, v in summary.items():
             print(f"{k}: {v}")
         return 0

@@ -396,6 +396,14 @@ def add_param_args(p: argparse.ArgumentParser) -> None:
 
 def _cli(args) -> int:
     params = params_from_args(args)
+    from . import block_jobs, blocks
+
+    if block_jobs.engine_requested(args):
+        shares = block_jobs.rule_classes(args.dem, args.out, blocks.engine_from_args(args), args.band, params,
+                                         args.block_size, args.cog, blocks.ConsoleProgress())
+        for name, share in shares.items():
+            print(f"{name:40s} {share:6.2f} %")
+        return 0
     res = classify_raster(args.dem, args.out, params, band=args.band, progress=Progress(log=print))
     for name, share in res["shares"].items():
         print(f"{name:40s} {share:6.2f} %")
@@ -408,4 +416,7 @@ def register_cli(sub) -> None:
     p.add_argument("out")
     p.add_argument("--band", type=int, default=1)
     add_param_args(p)
+    from . import blocks
+
+    blocks.add_engine_args(p)
     p.set_defaults(func=_cli)

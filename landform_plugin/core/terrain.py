@@ -746,6 +746,9 @@ def register_cli(subparsers) -> None:
     ap.add_argument("--rdls-window-m", type=float, default=DEFAULT_RDLS_WINDOW_M)
     ap.add_argument("--correlation", default=None, help="write the factor correlation table (CSV) here")
     ap.add_argument("--workers", type=int, default=2)
+    from . import blocks
+
+    blocks.add_engine_args(ap)
     ap.set_defaults(func=_cli)
 
 
@@ -754,6 +757,16 @@ def _cli(args) -> int:
     _check_names(names)
     outputs = {n: os.path.join(args.outdir, f"{n}.tif") for n in names}
     params = FactorParams(args.z_factor, args.azimuth, args.altitude, args.rdls_window_m)
+    from . import block_jobs, blocks
+
+    if block_jobs.engine_requested(args):
+        if args.correlation:
+            raise LandformError("The correlation table needs one pass on one machine: run it without --scheduler.")
+        written = block_jobs.terrain_factors(args.dem, outputs, blocks.engine_from_args(args), args.band, params,
+                                             args.block_size, args.cog, blocks.ConsoleProgress())
+        for n, path in written.items():
+            print(f"{n}: {path}")
+        return 0
     res = derive_terrain_factors(
         args.dem, outputs, band=args.band, params=params, correlation_csv=args.correlation,
         progress=Progress(log=print), workers=args.workers,

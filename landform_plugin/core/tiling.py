@@ -1,50 +1,50 @@
-"""Overlapping tiles and their blending weights (no torch, no GDAL).
+"""Tiles anchored to the processing lattice, and their blending weights (no torch, no GDAL).
 
 Tiles
 -----
-A raster of ``width x height`` cells (the *processing grid*) is covered by
-tiles of ``tile_w x tile_h`` whose origins are ``k * step - pad`` with ``step``
-and ``pad`` multiples of the network's output stride (32 for ResNets): every
-tile then cuts the raster at the same phase of the encoder's downsampling, so
-the feature grids of neighbouring tiles line up and their predictions agree in
-the overlap. Tiles reach ``pad`` cells (or more on the far side) past the
-raster's edges; the predictor fills that part by mirroring the input
-(``numpy.pad(mode="reflect")``), which keeps the terrain's texture instead of
-a flat cliff of zeros. Because ``pad`` does not depend on the tile size, the
-raster's edges are treated the same way whatever the tiling: measured on a
-briefly trained model, tile 256 vs one whole-raster pass agreed on 98.3 % of
-cells without the fixed pad and 99.7 % with it (the rest of the difference
-was the edge, not the seams). A raster smaller than a tile is one tile
-(rounded up to the stride), i.e. a whole-raster pass.
+Tile ``(i, j)`` starts at global lattice cell ``(i * step, j * step)``
+(``core.grid``: global indices are fixed on the Earth), so the tiles a cell
+falls in do not depend on the file's extent nor on which block of the run
+asks for them: a block computes every tile that touches it with the same
+input, weights and batch size as any other block would, and the cell's
+result is the same whoever computes it. ``step`` and the tile size are
+multiples of the network's output stride (32 for ResNets), so every tile cuts
+the lattice at the same phase of the encoder's downsampling. Each tile is
+predicted with ``margin`` cells of context on every side that are cropped from
+its output; context beyond the raster's (zone's) domain is mirrored
+(``numpy.pad(mode="reflect")``) by the predictor.
 
-Blending
---------
-Each tile's softmax probabilities are accumulated with weight ``w(x) * w(y)``
-and divided by the summed weights. ``w`` is a Hann window,
-``sin^2(pi (i + 0.5) / n)``: smooth, high in the middle where the network sees
-its full context and near zero at the tile border where zero padding inside
-the network degrades predictions. Pielawski & Wahlby (2020) found the Hann
-window best among weighting windows for tiled CNN prediction (../shared/GUIDE.md
-section 4); unlike cropping it has no discontinuity to create a seam, and
-unlike a Gaussian it reaches ~0 at the border. The half-window facing a raster
-edge is set to 1 (no neighbour tile can take over there), so edge pixels are
-not predicted from a vanishing weight.
+A domain that fits in one tile along an axis (with ``pad`` cells to spare on
+each side) gets a single tile along that axis, starting at least ``pad`` cells
+before the domain's first cell (at a global multiple of the stride, so its
+feature grid lines up with any other tiling's) and rounded up to the stride: a whole-raster pass, the
+best a small DEM can have, whose edge cells see ``pad + margin`` cells of
+mirrored context (measured on a briefly trained model, tile 256 vs one
+whole-raster pass agreed on 98.3 % of cells without that pad and 99.7 % with
+it).
 
-Units of work
--------------
-``TilePlan.tiles()`` lists independent tiles; ``Blender`` accumulates their
-probabilities in row strips and hands back finished rows, so memory holds one
-strip of ``tile_h x width`` cells, whatever the raster height. A distributed
-engine can map tiles to probabilities on workers and feed ``Blender.add`` in
-tile-row order.
+Two ways to join tiles
+----------------------
+- ``overlap == 0`` (*crop*): tiles abut; every cell takes the prediction of
+  the one tile that holds it, made with ``margin`` cells of context beyond the
+  tile on each side. No cell is predicted twice: a block of whole tiles costs
+  exactly its own tiles, which is what makes blocks cheap to distribute.
+- ``overlap > 0`` (*blend*): tiles overlap by that fraction and their softmax
+  probabilities are averaged with weight ``w(x) * w(y)``, ``w`` a Hann window
+  ``sin^2(pi (i + 0.5) / n)`` (Pielawski & Wahlby 2020 found it best among
+  weighting windows for tiled CNN prediction). The half-window facing the
+  domain's edge is set to 1 (no neighbour tile takes over there). Blocks then
+  recompute the tiles that straddle their borders.
 """
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 
 from .errors import LandformError
+
+Box = Tuple[int, int, int, int]  # (c0, r0, c1, r1) global lattice cells, end exclusive
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -53,71 +53,132 @@ def round_up(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class Tile:
-    row: int  # tile-row index
-    col: int  # tile-column index
-    x0: int
+    col: int  # tile index along x (global: its first cell is x0)
+    row: int
+    x0: int  # first global lattice column / row of the tile (margin excluded)
     y0: int
     width: int
     height: int
 
+    @property
+    def box(self) -> Box:
+        return (self.x0, self.y0, self.x0 + self.width, self.y0 + self.height)
+
 
 @dataclass(frozen=True)
-class TilePlan:
-    width: int  # raster size (processing grid)
-    height: int
-    tile_w: int
-    tile_h: int
+class _Axis:
+    """Tile origins along one axis: ``start + k * step`` for the tiles that touch [lo, hi)."""
+
+    size: int  # tile length
+    step: int
+    start: int  # origin of tile 0 (0 for the anchored layout, ``lo`` for a single-tile axis)
+    lo: int  # the domain along this axis
+    hi: int
+
+    def first_last(self) -> Tuple[int, int]:
+        k0 = (self.lo - self.size - self.start) // self.step + 1
+        k1 = -((self.start - self.hi) // self.step) - 1  # ceil((hi - start) / step) - 1
+        return k0, k1
+
+    def touching(self, a: int, b: int) -> range:
+        """Indices of the tiles that hold a cell of [a, b) inside the domain."""
+        a, b = max(a, self.lo), min(b, self.hi)
+        k0, k1 = self.first_last()
+        if b <= a:
+            return range(0)
+        lo = max(k0, (a - self.size - self.start) // self.step + 1)
+        hi = min(k1, -((self.start - b) // self.step) - 1)
+        return range(lo, hi + 1)
+
+    def origin(self, k: int) -> int:
+        return self.start + k * self.step
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles of one processing domain (a zone of the lattice)."""
+
+    domain: Box
+    tile: int  # requested tile size (cells)
     step_x: int
     step_y: int
-    xs: Tuple[int, ...]  # tile origins; the first is -pad
-    ys: Tuple[int, ...]
-    pad: int = 0
+    size_x: int  # actual tile sizes (smaller than ``tile`` for a domain smaller than a tile)
+    size_y: int
+    margin: int
+    blend: bool
+    _ax: _Axis
+    _ay: _Axis
 
     @property
     def n_tiles(self) -> int:
-        return len(self.xs) * len(self.ys)
+        kx0, kx1 = self._ax.first_last()
+        ky0, ky1 = self._ay.first_last()
+        return max(0, kx1 - kx0 + 1) * max(0, ky1 - ky0 + 1)
+
+    def tiles_touching(self, box: Box) -> List[Tile]:
+        """Tiles holding a cell of ``box`` (and of the domain), in row-major order."""
+        c0, r0, c1, r1 = box
+        return [
+            Tile(i, j, self._ax.origin(i), self._ay.origin(j), self.size_x, self.size_y)
+            for j in self._ay.touching(r0, r1)
+            for i in self._ax.touching(c0, c1)
+        ]
 
     def tiles(self) -> List[Tile]:
-        return [Tile(r, c, x, y, self.tile_w, self.tile_h) for r, y in enumerate(self.ys) for c, x in enumerate(self.xs)]
+        return self.tiles_touching(self.domain)
 
-    def row_tiles(self, row: int) -> List[Tile]:
-        y = self.ys[row]
-        return [Tile(row, c, x, y, self.tile_w, self.tile_h) for c, x in enumerate(self.xs)]
+    def weights(self, tile: Tile) -> np.ndarray:
+        """Blend weight (height, width) float32 of ``tile``: 1 everywhere when cropping."""
+        if not self.blend:
+            return np.ones((tile.height, tile.width), np.float32)
+        kx0, kx1 = self._ax.first_last()
+        ky0, ky1 = self._ay.first_last()
+        wx = weights_1d(tile.width, tile.col == kx0, tile.col == kx1)
+        wy = weights_1d(tile.height, tile.row == ky0, tile.row == ky1)
+        return np.outer(wy, wx).astype(np.float32)
 
-    def covered_pixels(self) -> int:
-        """Cells the network processes (tiles incl. padding), for overhead figures."""
-        return self.n_tiles * self.tile_w * self.tile_h
+    def block_boxes(self, block_size: int) -> List[Box]:
+        """The domain cut into blocks of about ``block_size`` cells, borders on tile origins."""
+        bx = max(1, int(round(block_size / self.step_x))) * self.step_x
+        by = max(1, int(round(block_size / self.step_y))) * self.step_y
+        d0, e0, d1, e1 = self.domain
+        xs = _cuts(d0, d1, bx, self._ax.start)
+        ys = _cuts(e0, e1, by, self._ay.start)
+        return [(a, c, b, d) for c, d in zip(ys[:-1], ys[1:]) for a, b in zip(xs[:-1], xs[1:])]
 
 
-def _origins(size: int, tile: int, step: int, pad: int) -> Tuple[int, ...]:
-    xs = [-pad]
-    while xs[-1] + tile < size + pad and xs[-1] + step < size:
-        # (a tile starting past the raster would only predict mirrored cells: skipped)
-        xs.append(xs[-1] + step)
-    return tuple(xs)
+def _cuts(lo: int, hi: int, size: int, anchor: int) -> List[int]:
+    """Cut [lo, hi) at anchor + k * size (global positions, so block borders do not move with the file)."""
+    first = anchor + ((lo - anchor) // size + 1) * size
+    return [lo] + list(range(first, hi, size)) + [hi]
 
 
-def plan_tiles(width: int, height: int, tile_size: int, overlap: float, stride: int = 32, pad: int = 0) -> TilePlan:
-    """Tiles of ``tile_size`` (multiple of ``stride``) overlapping by ``overlap`` (fraction 0-0.75),
-    starting ``pad`` cells (a multiple of ``stride``) before the raster's first row and column."""
-    if width < 1 or height < 1:
+def plan_tiles(domain: Box, tile_size: int, overlap: float, stride: int = 32, margin: int = 0, pad: int = 0) -> TileGrid:
+    """Tiles of ``tile_size`` (multiple of ``stride``) anchored at global multiples of their step;
+    ``pad``: cells before and after the domain of a single-tile axis (a multiple of ``stride``)."""
+    c0, r0, c1, r1 = domain
+    if c1 <= c0 or r1 <= r0:
         raise LandformError("The raster to classify is empty.")
     if not 0.0 <= float(overlap) <= 0.75:
         raise LandformError(f"Tile overlap must be between 0 and 0.75 (a fraction of the tile size), not {overlap}.")
     if tile_size < stride or tile_size % stride:
         raise LandformError(f"Tile size must be a multiple of {stride} pixels (the network's output stride), not {tile_size}.")
+    if margin < 0 or margin % stride:
+        raise LandformError(f"The context margin must be a non-negative multiple of {stride} cells, not {margin}.")
     if pad < 0 or pad % stride:
         raise LandformError(f"The edge padding must be a non-negative multiple of {stride} cells, not {pad}.")
-    tile_w = min(int(tile_size), round_up(width + 2 * pad, stride))
-    tile_h = min(int(tile_size), round_up(height + 2 * pad, stride))
+    tile = int(tile_size)
+    step = max(stride, int(tile * (1.0 - overlap)) // stride * stride)
 
-    def step_for(tile):
-        return max(stride, int(tile * (1.0 - overlap)) // stride * stride)
+    def axis(lo: int, hi: int) -> _Axis:
+        start = (lo - pad) // stride * stride  # on the global stride lattice, like every anchored tile
+        n = round_up(hi + pad - start, stride)
+        if n <= tile:  # one tile: a whole-raster pass along this axis
+            return _Axis(n, n, start, lo, hi)
+        return _Axis(tile, step, 0, lo, hi)
 
-    sx, sy = step_for(tile_w), step_for(tile_h)
-    return TilePlan(
-        width, height, tile_w, tile_h, sx, sy, _origins(width, tile_w, sx, pad), _origins(height, tile_h, sy, pad), pad
-    )
+    ax, ay = axis(c0, c1), axis(r0, r1)
+    return TileGrid(domain, tile, ax.step, ay.step, ax.size, ay.size, int(margin), float(overlap) > 0, ax, ay)
 
 
 def hann(n: int) -> np.ndarray:
@@ -135,74 +196,20 @@ def weights_1d(n: int, first: bool, last: bool) -> np.ndarray:
     return w
 
 
-def tile_weights(plan: TilePlan, tile: Tile) -> np.ndarray:
-    """Blending weight (tile_h, tile_w) float32 for ``tile`` (edge-aware Hann)."""
-    wx = weights_1d(plan.tile_w, tile.col == 0, tile.col == len(plan.xs) - 1)
-    wy = weights_1d(plan.tile_h, tile.row == 0, tile.row == len(plan.ys) - 1)
-    return np.outer(wy, wx).astype(np.float32)
+def accumulate(acc: np.ndarray, wsum: np.ndarray, box: Box, tile: Tile, probs: np.ndarray, weights: np.ndarray) -> None:
+    """Add one tile's weighted probabilities into the accumulators of ``box`` (its overlap only)."""
+    c0, r0, c1, r1 = box
+    tx0, ty0, tx1, ty1 = tile.box
+    a0, b0, a1, b1 = max(c0, tx0), max(r0, ty0), min(c1, tx1), min(r1, ty1)
+    if a1 <= a0 or b1 <= b0:
+        return
+    ts = (slice(b0 - ty0, b1 - ty0), slice(a0 - tx0, a1 - tx0))
+    bs = (slice(b0 - r0, b1 - r0), slice(a0 - c0, a1 - c0))
+    w = weights[ts]
+    acc[(slice(None),) + bs] += probs[(slice(None),) + ts] * w
+    wsum[bs] += w
 
 
-class Blender:
-    """Accumulates weighted tile probabilities in a rolling strip of ``tile_h`` rows.
-
-    Call ``add`` for every tile of tile-row r (any order within the row), then
-    ``finish_row(r)``, which returns ``(y0, probs)`` for the rows that no later
-    tile touches: probs float32 (C, rows, width), the weighted mean.
-    """
-
-    def __init__(self, plan: TilePlan, channels: int):
-        self.plan = plan
-        self.channels = channels
-        self.acc = np.zeros((channels, plan.tile_h, plan.width), dtype=np.float32)
-        self.wsum = np.zeros((plan.tile_h, plan.width), dtype=np.float32)
-        self.base = plan.ys[0]  # raster row of acc[:, 0]
-        self._weights = {}
-
-    def _w(self, tile: Tile) -> np.ndarray:
-        key = (tile.row == 0, tile.row == len(self.plan.ys) - 1, tile.col == 0, tile.col == len(self.plan.xs) - 1)
-        if key not in self._weights:
-            self._weights[key] = tile_weights(self.plan, tile)
-        return self._weights[key]
-
-    def add(self, tile: Tile, probs: np.ndarray) -> None:
-        """``probs``: (C, tile_h, tile_w) for the whole tile (padding included)."""
-        if tile.y0 != self.base:
-            raise ValueError(f"tile row at y={tile.y0} added while the strip starts at {self.base}")
-        w = self._w(tile)
-        cx0, cx1 = max(0, tile.x0), min(self.plan.width, tile.x0 + tile.width)
-        if cx1 <= cx0:
-            return
-        ts = slice(cx0 - tile.x0, cx1 - tile.x0)
-        wc = w[:, ts]
-        self.acc[:, :, cx0:cx1] += probs[:, :, ts] * wc
-        self.wsum[:, cx0:cx1] += wc
-
-    def finish_row(self, row: int) -> Tuple[int, Optional[np.ndarray]]:
-        """(y0, probs) of the raster rows completed by tile-row ``row``; probs is None when there are none."""
-        plan = self.plan
-        last = row == len(plan.ys) - 1
-        n = plan.tile_h if last else plan.ys[row + 1] - self.base
-        lo, hi = max(0, self.base), min(plan.height, self.base + n)
-        out = None
-        if hi > lo:
-            a, b = lo - self.base, hi - self.base
-            out = self.acc[:, a:b] / np.maximum(self.wsum[a:b], np.float32(1e-12))
-        if not last:
-            self.acc[:, : plan.tile_h - n] = self.acc[:, n:]
-            self.acc[:, plan.tile_h - n :] = 0.0
-            self.wsum[: plan.tile_h - n] = self.wsum[n:]
-            self.wsum[plan.tile_h - n :] = 0.0
-            self.base += n
-        return lo, out
-
-
-def column_groups(plan: TilePlan, max_width: int = 8192) -> Iterator[List[int]]:
-    """Groups of tile-column indices whose union spans at most ~max_width cells (for strip reads)."""
-    group: List[int] = []
-    for c, x in enumerate(plan.xs):
-        if group and (x + plan.tile_w - plan.xs[group[0]]) > max_width:
-            yield group
-            group = []
-        group.append(c)
-    if group:
-        yield group
+def iter_batches(items: List, size: int) -> Iterator[List]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -102,15 +102,17 @@ def seam_runs(dems, tmp_path_factory):
     return runs
 
 
-def _seam_mask(summary, shape_proc, plan):
-    """Cells of the processing grid within 8 cells of an interior tile edge or of the middle
+def _seam_mask(zone, plan):
+    """Cells of the processing lattice within 8 cells of an interior tile edge or of the middle
     of an overlap (where the blend weights cross: the seam of a cropping stitcher)."""
-    h, w = shape_proc
+    h, w = zone.height, zone.width
     near = np.zeros((h, w), bool)
-    for starts, tile, size, axis in ((plan.xs, plan.tile_w, w, 1), (plan.ys, plan.tile_h, h, 0)):
+    tiles = plan.tiles()
+    for starts, tile, size, axis, origin in ((sorted({t.x0 for t in tiles}), plan.size_x, w, 1, zone.domain[0]),
+                                             (sorted({t.y0 for t in tiles}), plan.size_y, h, 0, zone.domain[1])):
         lines = []
         for a, b in zip(starts[:-1], starts[1:]):
-            lines += [b, a + tile, (b + a + tile) // 2]
+            lines += [b - origin, a + tile - origin, (b + a + tile) // 2 - origin]
         for e in lines:
             if 8 <= e < size - 8:
                 if axis == 1:
@@ -135,16 +137,20 @@ def test_tile_sizes_agree_with_each_other_and_with_a_whole_pass(seam_runs):
 def test_probabilities_near_tile_borders_differ_no_more_than_elsewhere(seam_runs, dems):
     """|p(tiled) - p(whole)| within 8 cells of tile edges vs everywhere else, on the DEM grid.
 
-    Tile edges are mapped from the processing grid (transverse Mercator, 60 m) to the
-    DEM grid by warping a mask raster with the same machinery as the outputs.
+    Tile edges are mapped from the processing lattice (UTM, 60 m) to the DEM grid by
+    warping a mask raster with the same machinery as the outputs.
     """
+    from landform_plugin.core.grid import processing_zones
+    from landform_plugin.core.rasters import open_raster
+
     pwhole = seam_runs["whole"][2][:5]
+    _, info = open_raster(dems["boulder"])
     for key, tile, overlap in SEAM_RUNS:
         s, _, p = seam_runs[key]
-        w, h = s["processing_size"]
-        plan = plan_tiles(w, h, tile, overlap, 32, EDGE_PAD_STRIDES * 32)
-        near_proc = _seam_mask(s, (h, w), plan)
-        near = _to_dem_grid(near_proc, dems["boulder"], s)
+        (zone,) = processing_zones(info, s["pixel_size_m"])
+        assert (zone.width, zone.height) == tuple(s["processing_size"])
+        plan = plan_tiles(zone.domain, tile, overlap, 32, s["margin"], EDGE_PAD_STRIDES * 32)
+        near = _to_dem_grid(_seam_mask(zone, plan), zone, info)
         diff = np.abs(p[:5] - pwhole).max(axis=0)
         near_mean, else_mean = diff[near].mean(), diff[~near].mean()
         print(f"{key}: mean |dp| near tile borders {near_mean:.5f}, elsewhere {else_mean:.5f}, share near {near.mean():.3f}")
@@ -152,26 +158,16 @@ def test_probabilities_near_tile_borders_differ_no_more_than_elsewhere(seam_runs
         assert near_mean <= else_mean
 
 
-def _to_dem_grid(mask_proc, dem_path, summary):
-    """Warp a processing-grid mask onto the DEM grid (processing grid rebuilt as classify_raster does)."""
-    import tempfile
+def _to_dem_grid(mask_proc, zone, info):
+    """Warp a lattice mask onto the DEM grid."""
+    from landform_plugin.core.grid import lattice_dataset
 
-    from landform_plugin.core.predict import processing_grid
-    from landform_plugin.core.rasters import open_raster
-
-    ds, info = open_raster(dem_path)
-    with tempfile.TemporaryDirectory() as d:
-        pds, pinfo, _ = processing_grid(ds, info, summary["pixel_size_m"], d, Progress())
-        assert (pinfo.width, pinfo.height) == tuple(summary["processing_size"])
-        mem = gdal.GetDriverByName("MEM").Create("", pinfo.width, pinfo.height, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform(pinfo.geotransform)
-        mem.SetProjection(pinfo.crs_wkt)
-        mem.GetRasterBand(1).WriteArray(mask_proc.astype(np.uint8))
-        gt = info.geotransform
-        out = gdal.Warp("", mem, format="MEM", dstSRS=info.crs_wkt, width=info.width, height=info.height,
-                        outputBounds=(gt[0], gt[3] + gt[5] * info.height, gt[0] + gt[1] * info.width, gt[3]),
-                        resampleAlg="near")
-        return out.ReadAsArray().astype(bool)
+    mem = lattice_dataset(zone.lattice, zone.domain, mask_proc[None].astype(np.float32))
+    gt = info.geotransform
+    out = gdal.Warp("", mem, format="MEM", dstSRS=info.crs_wkt, width=info.width, height=info.height,
+                    outputBounds=(gt[0], gt[3] + gt[5] * info.height, gt[0] + gt[1] * info.width, gt[3]),
+                    resampleAlg="near")
+    return out.ReadAsArray() > 0.5
 
 
 # ----------------------------------------------------------------------------- geometry

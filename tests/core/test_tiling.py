@@ -1,70 +1,88 @@
-"""Tile plans, blending weights, the row-strip blender, and tile-independent input normalisation."""
+"""Lattice-anchored tile plans, blending weights and blocks, and tile-independent input normalisation."""
 import numpy as np
 import pytest
 
 from landform_plugin.core import inputs
 from landform_plugin.core.errors import LandformError
 from landform_plugin.core.rasters import Window, open_raster, read_window
-from landform_plugin.core.tiling import Blender, hann, plan_tiles, tile_weights
+from landform_plugin.core.tiling import accumulate, hann, plan_tiles
 
 
 @pytest.mark.parametrize("size", [(1, 1), (31, 45), (600, 323), (1000, 1000), (1197, 643)])
 @pytest.mark.parametrize("tile,overlap,pad", [(256, 0.25, 64), (128, 0.5, 0), (512, 0.0, 32)])
-def test_plan_covers_raster_with_stride_aligned_offsets(size, tile, overlap, pad):
+@pytest.mark.parametrize("origin", [(0, 0), (-4711, 1234)])
+def test_plan_covers_raster_with_stride_aligned_offsets(size, tile, overlap, pad, origin):
     w, h = size
-    plan = plan_tiles(w, h, tile, overlap, 32, pad)
-    assert plan.tile_w % 32 == 0 and plan.tile_h % 32 == 0
-    assert all((x + pad) % 32 == 0 for x in plan.xs) and all((y + pad) % 32 == 0 for y in plan.ys)
-    assert plan.xs[0] == -pad and plan.ys[0] == -pad
-    assert plan.xs[-1] + plan.tile_w >= w and plan.ys[-1] + plan.tile_h >= h
-    assert plan.xs[-1] < w and plan.ys[-1] < h  # every tile holds raster cells
-    steps = np.diff(plan.xs)
-    assert (steps <= plan.tile_w).all()  # no gaps
-    if w + 2 * pad <= tile:  # smaller than one tile: one whole-raster pass
-        assert len(plan.xs) == 1
+    domain = (origin[0], origin[1], origin[0] + w, origin[1] + h)
+    plan = plan_tiles(domain, tile, overlap, 32, 0, pad)
+    tiles = plan.tiles()
+    assert plan.size_x % 32 == 0 and plan.size_y % 32 == 0 and len(tiles) == plan.n_tiles
+    xs = sorted({t.x0 for t in tiles})
+    ys = sorted({t.y0 for t in tiles})
+    assert all(x % 32 == 0 for x in xs + ys)  # every tile on the global stride lattice
+    if w + 2 * pad + 31 <= tile:  # smaller than one tile: one whole-raster pass, at least pad cells past it
+        assert len(xs) == 1 and xs[0] <= domain[0] - pad and xs[0] + plan.size_x >= domain[2] + pad
+    elif w + 2 * pad > tile:  # anchored on the lattice: origins are global multiples of the step
+        assert all(x % plan.step_x == 0 for x in xs)
+    assert xs[0] <= domain[0] and ys[0] <= domain[1]
+    assert xs[-1] + plan.size_x >= domain[2] and ys[-1] + plan.size_y >= domain[3]
+    assert xs[-1] < domain[2] and ys[-1] < domain[3]  # every tile holds raster cells
+    assert (np.diff(xs) <= plan.size_x).all()  # no gaps
 
 
 def test_plan_refuses_bad_values():
     with pytest.raises(LandformError, match="multiple of 32"):
-        plan_tiles(100, 100, 100, 0.25)
+        plan_tiles((0, 0, 100, 100), 100, 0.25)
     with pytest.raises(LandformError, match="overlap"):
-        plan_tiles(100, 100, 128, 0.9)
+        plan_tiles((0, 0, 100, 100), 128, 0.9)
     with pytest.raises(LandformError, match="empty"):
-        plan_tiles(0, 10, 128, 0.25)
+        plan_tiles((0, 0, 0, 10), 128, 0.25)
 
 
 def test_hann_weights_positive_and_edge_aware():
     w = hann(256)
     assert w.min() > 0 and abs(w.max() - 1) < 1e-3 and np.allclose(w, w[::-1])
-    plan = plan_tiles(1000, 700, 256, 0.25, 32, 64)
-    first = tile_weights(plan, plan.tiles()[0])
+    plan = plan_tiles((0, 0, 1000, 700), 256, 0.25)
+    tiles = plan.tiles()
+    first = plan.weights(tiles[0])
     assert first[:128, :128].min() == 1.0  # raster-edge side not tapered
-    mid = tile_weights(plan, plan.row_tiles(1)[1])
+    mid = plan.weights([t for t in tiles if t.col == 1 and t.row == 1][0])
     assert mid[0, 0] < 1e-3 and mid[128, 128] > 0.99
+    crop = plan_tiles((0, 0, 1000, 700), 256, 0.0)
+    assert (crop.weights(crop.tiles()[0]) == 1).all()
 
 
-def test_blender_reproduces_a_smooth_field_exactly():
-    """Blending tiles cut from one field returns that field (weights normalise) in bounded strips."""
+@pytest.mark.parametrize("overlap", [0.25, 0.0])
+def test_blending_reproduces_a_smooth_field_exactly_whatever_the_blocks(overlap):
+    """Blending tiles cut from one field returns that field (weights normalise), and every block
+    layout gives bit-identical values: a block sums the same tiles in the same order."""
     rng = np.random.default_rng(0)
     w, h = 733, 517
     field = rng.random((3, h, w)).astype(np.float32)
-    plan = plan_tiles(w, h, 128, 0.25, 32, 64)
-    blender = Blender(plan, 3)
-    out = np.full((3, h, w), np.nan, np.float32)
-    for r in range(len(plan.ys)):
-        for t in plan.row_tiles(r):
-            tile = np.zeros((3, plan.tile_h, plan.tile_w), np.float32)
-            ys, xs = max(0, t.y0), max(0, t.x0)
-            ye, xe = min(h, t.y0 + t.height), min(w, t.x0 + t.width)
-            tile[:, ys - t.y0 : ye - t.y0, xs - t.x0 : xe - t.x0] = field[:, ys:ye, xs:xe]
-            blender.add(t, tile)
-        y0, probs = blender.finish_row(r)
-        if probs is not None:
-            assert np.isnan(out[:, y0 : y0 + probs.shape[1]]).all()  # each row emitted once
-            out[:, y0 : y0 + probs.shape[1]] = probs
-    assert not np.isnan(out).any()
-    assert np.abs(out - field).max() < 1e-5
-    assert blender.acc.shape == (3, plan.tile_h, w)  # memory: one strip
+    domain = (-100, 64, -100 + w, 64 + h)
+    plan = plan_tiles(domain, 128, overlap, 32, 0, 64)
+
+    def run(block):
+        out = np.full((3, h, w), np.nan, np.float32)
+        for box in plan.block_boxes(block):
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            acc, wsum = np.zeros((3, bh, bw), np.float32), np.zeros((bh, bw), np.float32)
+            for t in plan.tiles_touching(box):
+                tile = np.zeros((3, t.height, t.width), np.float32)
+                ys, xs = max(domain[1], t.y0), max(domain[0], t.x0)
+                ye, xe = min(domain[3], t.y0 + t.height), min(domain[2], t.x0 + t.width)
+                tile[:, ys - t.y0 : ye - t.y0, xs - t.x0 : xe - t.x0] = field[:, ys - domain[1] : ye - domain[1],
+                                                                              xs - domain[0] : xe - domain[0]]
+                accumulate(acc, wsum, box, t, tile, plan.weights(t))
+            sl = (slice(None), slice(box[1] - domain[1], box[3] - domain[1]), slice(box[0] - domain[0], box[2] - domain[0]))
+            assert np.isnan(out[sl]).all()  # each cell in exactly one block
+            out[sl] = acc / wsum
+        return out
+
+    a, b = run(96), run(400)
+    assert not np.isnan(a).any()
+    assert np.abs(a - field).max() < 1e-5
+    assert np.array_equal(a, b)
 
 
 def test_box_mean_matches_brute_force():

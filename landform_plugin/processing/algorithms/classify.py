@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from ...core.errors import LandformError
@@ -38,6 +39,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     MARGIN = "MARGIN"
     DEVICE = "DEVICE"
+    SCHEDULER = "SCHEDULER"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
@@ -72,7 +74,11 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             "<i>Context margin</i> [cells]: extra terrain read around each tile for context, not kept (32). "
             "<i>Batch size</i>: tiles per forward pass (lower it if memory runs out). <i>Device</i>: auto "
             "(CUDA GPU if PyTorch sees one, else CPU), cpu or cuda. <i>Extent</i> (optional): classify only this "
-            "part of the DEM (snapped outward to whole DEM cells).</p>"
+            "part of the DEM (snapped outward to whole DEM cells). <i>Dask scheduler address</i> (advanced, "
+            "optional): empty = classify here; an address such as tcp://10.0.0.5:8786 = send the blocks of "
+            "the run to that Dask cluster (its workers need this plugin's folder on their Python path and "
+            "must see the DEM, model and output folder under the same paths); progress follows the finished "
+            "blocks and Cancel cancels them on the cluster.</p>"
             "<p><b>Outputs.</b> <i>Landform classes</i>: Byte GeoTIFF on the DEM's grid, 0 no data (NoData), "
             "1 plain, 2 platform, 3 hill, 4 mountain, with a colour table; loaded with a paletted legend. "
             "<i>Class confidence</i>: Float32 GeoTIFF, one band per class with its softmax probability (0-1) "
@@ -125,6 +131,11 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
                 self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 2, False, 1, 256
             )
         )
+        advanced.append(
+            QgsProcessingParameterString(
+                self.SCHEDULER, self.tr("Dask scheduler address (empty = this computer)"), "", False, True
+            )
+        )
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(p)
@@ -159,6 +170,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         from ...core.errors import import_torch
 
         import_torch()  # MissingDependency with install instructions when torch is absent
+        from ...core.blocks import DaskEngine
         from ...core.predict import classify_raster
 
         px = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
@@ -171,6 +183,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         conf_dest = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
         progress = self.progress_from(feedback)
         progress.info(f"Model: {describe(spec)}")
+        scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip()
         summary = classify_raster(
             layer.source(),
             model_path,
@@ -185,11 +198,12 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             extent=extent,
             progress=progress,
+            engine=DaskEngine(scheduler) if scheduler else None,
         )
         for name, share in summary["class_shares"].items():
             progress.info(f"{name}: {100 * share:.1f} % of the valid cells")
         progress.info(
-            f"{summary['tiles']} tiles on {summary['device']}: {summary['wall_s']:.1f} s in all, "
+            f"{summary['tiles']} tiles in {summary['blocks']} block(s) on {summary['device']}: {summary['wall_s']:.1f} s in all, "
             f"{summary['forward_s']:.1f} s in the network."
         )
         styling.apply_style_on_load(context, dest, "classes")
