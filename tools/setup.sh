@@ -48,7 +48,7 @@ else
 fi
 
 "$VENV/bin/python" - <<'PY'
-import numpy, osgeo.gdal, qgis.core, torch, torchvision, safetensors, richdem
+import numpy, osgeo.gdal, qgis.core, torch, torchvision, safetensors, richdem, dask, distributed
 print(f"numpy {numpy.__version__}, GDAL {osgeo.gdal.__version__}, QGIS {qgis.core.Qgis.QGIS_VERSION}, "
       f"torch {torch.__version__}, torchvision {torchvision.__version__}")
 PY

@@ -184,8 +184,12 @@ class DaskEngine:
 
     @property
     def description(self) -> str:
+        import importlib.util
+
         n = len(self.client.scheduler_info(n_workers=-1).get("workers", {})) if self.client else 0
         link = getattr(self.client, "dashboard_link", "") or ""
+        if self.cluster is not None and importlib.util.find_spec("bokeh") is None:
+            link = "needs 'pip install bokeh'"
         return f"Dask cluster {self.client.scheduler.address} ({n} workers; dashboard {link or 'not available'})"
 
     def __exit__(self, *exc):

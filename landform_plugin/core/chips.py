@@ -167,14 +167,14 @@ def native_pixel_size_m(info: RasterInfo) -> float:
 
 def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1, progress: Optional[Progress] = None) -> Grid:
     """The DEM on the grid chips are cut from, EXACTLY as classification builds it
-    (``predict.processing_grid``): a projected DEM whose cells already have the pixel
-    size is used as is; otherwise it is warped (same CRS if projected, a transverse
-    Mercator centred on it if geographic; average when coarsening > 1.5x, else
+    (``grid.processing_grid``): a projected DEM whose cells already have the pixel
+    size is used as is; otherwise it is warped onto the processing lattice (same CRS if
+    projected, its UTM zone if geographic; average when coarsening > 1.5x, else
     bilinear). ``pixel_size_m`` None: the DEM's own cell size.
     """
     import tempfile
 
-    from .predict import processing_grid as predict_grid
+    from .grid import processing_grid as predict_grid
 
     ds, info = open_raster(dem_path, band)
     require_crs(info)

@@ -342,3 +342,40 @@ def mosaic_vrt(paths: Sequence[str], vrt_path: str) -> str:
         raise LandformError(f"Could not mosaic the DEM files: {gdal.GetLastErrorMsg()}")
     vrt = None
     return vrt_path
+
+
+def main_zone(zones: Sequence[Zone], info: RasterInfo) -> Zone:
+    """The zone that holds the DEM's centre (the one a single-lattice consumer uses)."""
+    if len(zones) == 1:
+        return zones[0]
+    lon0, _, lon1, _ = _geographic_footprint(info)
+    centre = (lon0 + lon1) / 2.0
+    return max(zones, key=lambda z: float(zone_weights(np.array([centre]), z.lon_range)[0]))
+
+
+def processing_grid(ds, info: RasterInfo, pixel_size_m: float, workdir: str, progress) -> Tuple[object, RasterInfo, bool]:
+    """(dataset, info, same_grid): the whole DEM on its (main) processing lattice, as one raster.
+
+    For consumers that need the DEM as a raster on the lattice (training chips are cut from the
+    cells classification predicts); ``same_grid``: the DEM's own grid is the lattice (no copy).
+    """
+    from .rasters import open_raster
+
+    zone = main_zone(processing_zones(info, pixel_size_m), info)
+    if zone.same_grid:
+        return ds, info, True
+    progress.info(f"Resampling the DEM to {pixel_size_m:g} m cells on the processing lattice ({zone.name}).")
+    path = os.path.join(workdir, "processing_dem.tif")
+    reader = LatticeReader(info.path, info.band, info, zone, pixel_size_m)
+    drv = gdal.GetDriverByName("GTiff")
+    out = drv.Create(path, zone.width, zone.height, 1, gdal.GDT_Float32, ["TILED=YES", "BIGTIFF=IF_SAFER"])
+    out.SetGeoTransform(zone.lattice.geotransform(zone.domain[0], zone.domain[1]))
+    out.SetProjection(zone.lattice.crs_wkt)
+    band = out.GetRasterBand(1)
+    band.SetNoDataValue(float("nan"))
+    c0, r0, c1, r1 = zone.domain
+    for y in range(r0, r1, 1024):
+        progress.check()
+        band.WriteArray(reader.read((c0, y, c1, min(r1, y + 1024))), 0, y - r0)
+    out = None
+    return (*open_raster(path, 1), False)

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from landform_plugin.core import inputs  # noqa: E402
 from landform_plugin.core.modelfile import make_spec, save_model  # noqa: E402
 from landform_plugin.core.nets.registry import build_model  # noqa: E402
-from landform_plugin.core.predict import processing_grid  # noqa: E402
+from landform_plugin.core.grid import processing_grid  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 from landform_plugin.core.rasters import open_raster  # noqa: E402
 from landform_plugin.core.terrain import rdls_filter  # noqa: E402
