@@ -6,6 +6,7 @@ whatever block it falls in; here each block is one task that writes its own GeoT
 are assembled by GDAL at the end. Window sizes that depend on the raster (the rules' windows in cells)
 are fixed once for the whole run, before the blocks are sent out.
 """
+import atexit
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,13 @@ from .progress import Progress
 from .rasters import RasterInfo, Window, block_windows, cell_sizes_m, open_raster, read_window, require_crs, require_some_data
 
 _OPEN: Dict[str, tuple] = {}  # per process: path -> (dataset, band)
+
+
+def _release() -> None:
+    _OPEN.clear()
+
+
+atexit.register(_release)
 
 
 def _band(path: str, band: int):
@@ -158,9 +166,12 @@ def _run(job, engine, progress: Progress, keep_run_on_error: bool) -> List[dict]
     for spec in job.outputs:
         os.makedirs(os.path.dirname(os.path.abspath(spec.path)), exist_ok=True)
     n = len(job.stages()[0])
-    with engine as eng:
-        progress.info(f"{n} block task(s) on {eng.description}.")
-        return blocks_mod.run_job(job, eng, progress, keep_run_on_error)
+    try:
+        with engine as eng:
+            progress.info(f"{n} block task(s) on {eng.description}.")
+            return blocks_mod.run_job(job, eng, progress, keep_run_on_error)
+    finally:
+        _release()
 
 
 def engine_requested(args) -> bool:

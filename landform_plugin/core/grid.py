@@ -225,17 +225,20 @@ class LatticeReader:
         self.band = self.ds.GetRasterBand(band)
         self.src = self.ds
         if self.ds.RasterCount > 1:  # the warp reads one band: a virtual one-band view of the DEM
-            with _quiet_gdal():
-                self.src = gdal.Translate("", self.ds, format="VRT", bandList=[band])
+            with _quiet_gdal():  # made from the path, so it holds no reference to self.ds
+                self.src = gdal.Translate("", dem_path, format="VRT", bandList=[band])
             if self.src is None:
                 raise LandformError(f"Could not read band {band} of '{dem_path}': {gdal.GetLastErrorMsg()}")
         src_m = mean_cell_size_m(info)
         self.alg = "average" if pixel_size_m > 1.5 * src_m else "bilinear"
         self.scale = fixed_scale(src_m, pixel_size_m)
 
-    def read(self, box: Box) -> np.ndarray:
-        """float32 values of the global cells ``box``; NaN outside the domain and for NoData."""
+    def read(self, box: Box, clip: bool = True) -> np.ndarray:
+        """float32 values of the global cells ``box``; NaN for NoData, where the DEM has no data,
+        and (``clip``) outside the domain."""
         c0, r0, c1, r1 = box
+        if not clip and not self.zone.same_grid:
+            return self._warp(box)
         d0, e0, d1, e1 = self.zone.domain
         out = np.full((r1 - r0, c1 - c0), np.nan, dtype=np.float32)
         a0, b0, a1, b1 = max(c0, d0), max(r0, e0), min(c1, d1), min(r1, e1)
@@ -245,6 +248,11 @@ class LatticeReader:
         vals = self._read_same_grid(inner) if self.zone.same_grid else self._warp(inner)
         out[b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = vals
         return out
+
+    def close(self) -> None:
+        """Release the GDAL handles (the view first: GDAL objects must go before what they use)."""
+        self.src = self.band = None
+        self.ds = None
 
     def _read_same_grid(self, box: Box) -> np.ndarray:
         c0, r0, c1, r1 = box

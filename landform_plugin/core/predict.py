@@ -31,6 +31,7 @@ Pipeline (``classify_raster``)
    predicted where there is elevation. Both outputs are assembled from the
    blocks by GDAL and renamed into place together on success.
 """
+import atexit
 import math
 import os
 import shutil
@@ -202,17 +203,29 @@ class ZoneModel:
         self.read_s = 0.0
 
     def tile_input(self, tile) -> np.ndarray:
-        """(C, h + 2 margin, w + 2 margin) input of a tile; context past the domain mirrored."""
+        """(C, h + 2 margin, w + 2 margin) network input of a tile.
+
+        On the DEM's own grid, context past the raster's edge is mirrored (the edge is the
+        file's, the same for any crop that shares it). On a resampled lattice there is no such
+        edge: the window is read as it is, and cells the DEM does not cover are NoData (filled),
+        so a crop, or a zone's end, changes nothing but the cells it removes.
+        """
         t0 = time.perf_counter()
         m, h = self.grid.margin, self.halo
         x0, y0, x1, y1 = tile.x0 - m, tile.y0 - m, tile.x0 + tile.width + m, tile.y0 + tile.height + m
+        px = np.full(y1 - y0 + 2 * h, self.px)
+        if not self.zone.same_grid:
+            elev = self.reader.read((x0 - h, y0 - h, x1 + h, y1 + h), clip=False)
+            chans, _ = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px)
+            self.read_s += time.perf_counter() - t0
+            return chans
         d0, e0, d1, e1 = self.zone.domain
         rx0, ry0, rx1, ry1 = max(x0, d0), max(y0, e0), min(x1, d1), min(y1, e1)
         elev = self.reader.read((rx0 - h, ry0 - h, rx1 + h, ry1 + h))
         box = None
         if any(f != "dem" for f in self.factors):
             box = (e0 - (ry0 - h), e1 - (ry0 - h), d0 - (rx0 - h), d1 - (rx0 - h))
-        px = np.full(elev.shape[0], self.px)
+        px = px[: elev.shape[0]]
         chans, _ = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px, raster_box=box)
         pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))
         if any(p for pair in pads for p in pair):
@@ -291,6 +304,20 @@ class OutputGrid:
 
 
 _WORKER_STATE: Dict[str, dict] = {}
+
+
+def release_worker_state() -> None:
+    """Close the GDAL handles a run kept open in this process (its zone readers, block VRTs, DEM)."""
+    for state in _WORKER_STATE.values():
+        for zm in state["zones"].values():
+            zm.reader.close()
+        state["zones"].clear()
+        state["vrts"].clear()
+        state["dem"] = None
+    _WORKER_STATE.clear()
+
+
+atexit.register(release_worker_state)  # before GDAL's own teardown, in workers too
 _ASSEMBLY_S: Dict[str, float] = {}  # the client's assembly time of a run, for its summary  # per process: zone models (model, GDAL handles) of the current job
 
 
@@ -352,13 +379,13 @@ class ClassifyJob:
     def _state(self) -> dict:
         state = _WORKER_STATE.get(self.fingerprint)
         if state is None:
-            _WORKER_STATE.clear()
+            release_worker_state()
             predictor = cached_predictor(self.model, self.device)
             state = {"predictor": predictor, "zones": {}, "vrts": {}, "dem": None}
             _WORKER_STATE[self.fingerprint] = state
         return state
 
-    def _zone_model(self, state: dict, z: int) -> ZoneModel:
+    def _zone_model(self, state: dict, z: int) -> "ZoneModel":
         if z not in state["zones"]:
             state["zones"][z] = ZoneModel(self, z, state["predictor"])
         return state["zones"][z]
@@ -647,6 +674,8 @@ def classify(dem_path, model_path: str, class_out: str, confidence_out: Optional
         if not keep_run_on_error:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        release_worker_state()  # this process's handles on the DEM and the run folder
     return _summary(job, stats, time.perf_counter() - t_start)
 
 

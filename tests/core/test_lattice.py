@@ -92,11 +92,13 @@ def _mosaic_20_degrees(dems, folder):
 @pytest.mark.slow
 def test_eastern_region_of_a_20_degree_mosaic_equals_the_region_alone(dems, tmp_path):
     """The region near the eastern edge (102 W - 100 W, across the zone 13/14 blend) of a mosaic
-    spanning 20 degrees of longitude gets the classes it gets when classified on its own."""
+    spanning 20 degrees of longitude gets the classes it gets when classified on its own, farther
+    than 30 km from the cut (measured: 100 % there, 99.0 % of all its cells; the tiny model at
+    500 m sees ~100 cells of context)."""
     mosaic = _mosaic_20_degrees(dems, tmp_path)
     _, info = open_raster(mosaic)
     zones = processing_zones(info, 500.0)
-    assert [z.name for z in zones] == ["UTM 11", "UTM 12", "UTM 13", "UTM 14"]
+    assert [z.name for z in zones] == ["UTM 10", "UTM 11", "UTM 12", "UTM 13", "UTM 14"]  # 120 W is a zone edge
     region = str(tmp_path / "region.tif")
     gdal.Translate(region, mosaic, projWin=[-102.0, 41.0, -100.0, 40.0 + 1 / 6])
     whole, part = str(tmp_path / "whole.tif"), str(tmp_path / "part.tif")
@@ -107,8 +109,8 @@ def test_eastern_region_of_a_20_degree_mosaic_equals_the_region_alone(dems, tmp_
     cols = b.shape[1]
     a = read(whole)[:, -cols:]
     _, rinfo = open_raster(region)
-    far = far_from_cut(rinfo, cols, -1e9)  # all cells ...
-    far &= ~(np.arange(cols)[None, :] < (30_000.0 / cell_sizes_m(rinfo, 0, 1)[0][0]))  # ... but 30 km from the cut
+    dx = cell_sizes_m(rinfo, 0, rinfo.height)[0]
+    far = (np.arange(cols)[None, :] + 0.5) * dx[:, None] > 30_000.0  # the cut is the region's western edge
     agree = (a[far] == b[far]).mean()
     print(f"eastern region: {far.sum()} cells agree {100 * agree:.2f} %, all cells {100 * (a == b).mean():.2f} %")
     assert agree >= 0.99

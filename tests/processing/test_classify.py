@@ -167,3 +167,41 @@ def test_confidence_output_is_optional(run_alg, dems, tiny_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tif") == ["classes_only.tif"]
     classes = gdal.Open(str(out)).ReadAsArray()
     assert set(np.unique(classes)) <= {1, 2, 3, 4}
+
+
+@pytest.mark.slow
+def test_blocks_on_a_dask_cluster_from_qgis(run_alg, dems, tiny_model, tmp_path):
+    """The advanced 'Dask scheduler address': the blocks run on a real cluster (two workers on
+    127.0.0.1) with the same result as in QGIS's own process; progress follows the finished blocks;
+    Cancel cancels the cluster's blocks and leaves no output."""
+    import time
+
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    from tests.dask_cluster import LocalDaskCluster
+
+    here = run_alg("classifylandforms", _params(dems["bigtujunga"], tiny_model, tmp_path, PIXEL_SIZE=30))
+    ref = gdal.Open(here["OUTPUT"]).ReadAsArray()
+    with LocalDaskCluster(tmp_path / "cluster", workers=2) as cluster:
+        out = tmp_path / "dask"
+        out.mkdir()
+        fb = QgsProcessingFeedback()
+        steps = []
+        fb.progressChanged.connect(steps.append)
+        res = run_alg("classifylandforms", _params(dems["bigtujunga"], tiny_model, out, PIXEL_SIZE=30,
+                                                   SCHEDULER=cluster.address, BLOCK_SIZE=256), feedback=fb)
+        assert (gdal.Open(res["OUTPUT"]).ReadAsArray() == ref).all()
+        assert len(set(int(s) for s in steps)) >= 3  # progress moved with the blocks
+        cancelled = tmp_path / "cancelled"
+        cancelled.mkdir()
+        fb = QgsProcessingFeedback()
+        fb.progressChanged.connect(lambda p: fb.cancel() if p > 5 else None)
+        with pytest.raises(QgsProcessingException):
+            run_alg("classifylandforms", _params(dems["bigtujunga"], tiny_model, cancelled, PIXEL_SIZE=30,
+                                                 SCHEDULER=cluster.address, BLOCK_SIZE=128), feedback=fb)
+        assert os.listdir(cancelled) == []
+        with cluster.client() as c:  # nothing of the cancelled run is left on the cluster
+            deadline = time.monotonic() + 30
+            while any(c.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(c.processing().values())

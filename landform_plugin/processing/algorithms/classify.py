@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ...core.blocks import DEFAULT_BLOCK_SIZE
 from ...core.errors import LandformError
 from .. import styling
 from .base import PAPER_CITATION, LandformAlgorithm
@@ -40,6 +41,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
     MARGIN = "MARGIN"
     DEVICE = "DEVICE"
     SCHEDULER = "SCHEDULER"
+    BLOCK_SIZE = "BLOCK_SIZE"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
@@ -74,7 +76,9 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             "<i>Context margin</i> [cells]: extra terrain read around each tile for context, not kept (32). "
             "<i>Batch size</i>: tiles per forward pass (lower it if memory runs out). <i>Device</i>: auto "
             "(CUDA GPU if PyTorch sees one, else CPU), cpu or cuda. <i>Extent</i> (optional): classify only this "
-            "part of the DEM (snapped outward to whole DEM cells). <i>Dask scheduler address</i> (advanced, "
+            "part of the DEM (snapped outward to whole DEM cells). <i>Block size</i> [cells] (advanced): the run "
+            "is cut into independent blocks of about this many processing cells a side (4096); the result "
+            "does not depend on it. <i>Dask scheduler address</i> (advanced, "
             "optional): empty = classify here; an address such as tcp://10.0.0.5:8786 = send the blocks of "
             "the run to that Dask cluster (its workers need this plugin's folder on their Python path and "
             "must see the DEM, model and output folder under the same paths); progress follows the finished "
@@ -129,6 +133,12 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
         advanced.append(
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 2, False, 1, 256
+            )
+        )
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.BLOCK_SIZE, self.tr("Block size [cells], the unit of work"),
+                QgsProcessingParameterNumber.Type.Integer, DEFAULT_BLOCK_SIZE, False, 64, 65536,
             )
         )
         advanced.append(
@@ -198,6 +208,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             extent=extent,
             progress=progress,
+            block_size=self.parameterAsInt(parameters, self.BLOCK_SIZE, context),
             engine=DaskEngine(scheduler) if scheduler else None,
         )
         for name, share in summary["class_shares"].items():
