@@ -298,37 +298,60 @@ def block_path(run_dir: str, output_key: str, task_key: str) -> str:
     return os.path.join(run_dir, output_key, f"{task_key}.tif")
 
 
-def write_block(path: str, array, geotransform, crs_wkt: str, spec: OutputSpec) -> None:
-    """One block of one output as a small tiled GeoTIFF, renamed into place when complete."""
-    import numpy as np
+class BlockFile:
+    """One block of one output as a small tiled GeoTIFF, written in strips of rows and renamed
+    into place when complete (``with BlockFile(...) as f: f.write(rows, y0)``)."""
 
+    def __init__(self, path: str, width: int, height: int, bands: int, geotransform, crs_wkt: str, spec: OutputSpec):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path = path
+        self.tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial.tif"
+        opts = BLOCK_OPTIONS + (["INTERLEAVE=BAND"] if bands > 1 else [])
+        gdal.ErrorReset()
+        self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, width, height, bands, spec.data_type, opts)
+        if self.ds is None:
+            raise LandformError(f"Cannot write block file '{self.tmp}' (disk full or folder not writable?): "
+                                f"{gdal.GetLastErrorMsg()}")
+        self.ds.SetGeoTransform(list(geotransform))
+        if crs_wkt:
+            self.ds.SetProjection(crs_wkt)
+        for i in range(bands):
+            if spec.nodata is not None:
+                self.ds.GetRasterBand(i + 1).SetNoDataValue(float(spec.nodata))
+        if spec.color_table:
+            self.ds.GetRasterBand(1).SetRasterColorTable(_color_table(spec.color_table))
+
+    def write(self, array, y0: int = 0) -> None:
+        import numpy as np
+
+        arr = array if array.ndim == 3 else array[None]
+        for i in range(arr.shape[0]):
+            self.ds.GetRasterBand(i + 1).WriteArray(np.ascontiguousarray(arr[i]), 0, int(y0))
+
+    def __enter__(self) -> "BlockFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.ds.FlushCache()
+            failed = gdal.GetLastErrorType() >= gdal.CE_Failure
+            err = gdal.GetLastErrorMsg()
+        self.ds = None
+        if exc_type is None and not failed:
+            os.replace(self.tmp, self.path)
+            return False
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+        if exc_type is None:
+            raise LandformError(f"Writing block file '{self.path}' failed (disk full?): {err}")
+        return False
+
+
+def write_block(path: str, array, geotransform, crs_wkt: str, spec: OutputSpec) -> None:
+    """A whole block array (bands, h, w) or (h, w) as one block file."""
     arr = array if array.ndim == 3 else array[None]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial.tif"
-    drv = gdal.GetDriverByName("GTiff")
-    opts = BLOCK_OPTIONS + (["INTERLEAVE=BAND"] if arr.shape[0] > 1 else [])
-    gdal.ErrorReset()
-    ds = drv.Create(tmp, arr.shape[2], arr.shape[1], arr.shape[0], spec.data_type, opts)
-    if ds is None:
-        raise LandformError(f"Cannot write block file '{tmp}': {gdal.GetLastErrorMsg()}")
-    ds.SetGeoTransform(list(geotransform))
-    if crs_wkt:
-        ds.SetProjection(crs_wkt)
-    for i in range(arr.shape[0]):
-        b = ds.GetRasterBand(i + 1)
-        if spec.nodata is not None:
-            b.SetNoDataValue(float(spec.nodata))
-        b.WriteArray(np.ascontiguousarray(arr[i]))
-    if spec.color_table:
-        ds.GetRasterBand(1).SetRasterColorTable(_color_table(spec.color_table))
-    ds.FlushCache()
-    if gdal.GetLastErrorType() >= gdal.CE_Failure:
-        err = gdal.GetLastErrorMsg()
-        ds = None
-        os.remove(tmp)
-        raise LandformError(f"Writing block file '{path}' failed (disk full?): {err}")
-    ds = None
-    os.replace(tmp, path)
+    with BlockFile(path, arr.shape[2], arr.shape[1], arr.shape[0], geotransform, crs_wkt, spec) as f:
+        f.write(arr)
 
 
 def _color_table(entries) -> gdal.ColorTable:

@@ -32,6 +32,7 @@ Pipeline (``classify_raster``)
    blocks by GDAL and renamed into place together on success.
 """
 import atexit
+import contextlib
 import math
 import os
 import shutil
@@ -87,7 +88,8 @@ DEFAULT_TILE = 1024
 EDGE_PAD_STRIDES = 2  # a raster smaller than a tile is one tile reaching 2 output strides past its edges
 DEFAULT_OVERLAP = 0.25
 DEFAULT_BATCH = 2
-OUTPUT_BLOCK_CAP = 2048  # output cells per side of a resampling block (bounds its memory)
+OUTPUT_BLOCK_CAP = 2048
+FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a time  # output cells per side of a resampling block (bounds its memory)
 
 
 # ----------------------------------------------------------------------------- device / model
@@ -415,13 +417,21 @@ class ClassifyJob:
         return blocks_mod.block_path(self.run_dir, f"zone{z}", key)
 
     def _write_classes(self, probs, valid, win: Window, key: str) -> dict:
-        cls, conf = finalise(probs, valid)
+        """Classes and confidence of an output window, finalised and written in strips of rows
+        (the confidence of a whole 4096^2 block at once would need ~1.5 GB more memory)."""
         gt = self.out.window_gt(win)
-        blocks_mod.write_block(blocks_mod.block_path(self.run_dir, "classes", key), cls, gt, self.out.crs_wkt, self.outputs[0])
-        if len(self.outputs) > 1:
-            path = blocks_mod.block_path(self.run_dir, "confidence", key)
-            blocks_mod.write_block(path, conf, gt, self.out.crs_wkt, self.outputs[1])
-        counts = np.bincount(cls.ravel(), minlength=len(self.classes))[: len(self.classes)]
+        files = [blocks_mod.BlockFile(blocks_mod.block_path(self.run_dir, spec.key, key), win.width, win.height,
+                                      spec.bands, gt, self.out.crs_wkt, spec) for spec in self.outputs]
+        counts = np.zeros(len(self.classes), np.int64)
+        with contextlib.ExitStack() as stack:
+            for f in files:
+                stack.enter_context(f)
+            for y in range(0, win.height, FINALISE_ROWS):
+                cls, conf = finalise(probs[:, y : y + FINALISE_ROWS], valid[y : y + FINALISE_ROWS])
+                files[0].write(cls, y)
+                if len(files) > 1:
+                    files[1].write(conf, y)
+                counts += np.bincount(cls.ravel(), minlength=len(self.classes))[: len(self.classes)]
         return {"counts": [int(c) for c in counts]}
 
     def after_stage(self, tasks: Sequence[blocks_mod.Task]) -> None:

@@ -159,7 +159,7 @@ def test_pixel_size_and_ignore_strategy(bt, tmp_path):
     assert len(m["chips"]) == 4 * 3
     ignored = sum(c["ignored"] for c in m["chips"])
     assert 0 < ignored < 0.6 * 256 * 192
-    # geographic DEM: chips are cut from the transverse Mercator grid classification uses
+    # geographic DEM: chips are cut from the UTM lattice classification uses
     m2 = chips.export_chips(chips.ChipConfig(dems=[bt["geo_dem"]], labels=bt["labels"], out_dir=str(tmp_path / "g"),
                                              chip_size=64, pixel_size_m=90.0, min_labelled=0.0))
     assert "Transverse_Mercator" in m2["sources"][0]["crs_wkt"] and m2["pixel_size_m"] == 90.0
