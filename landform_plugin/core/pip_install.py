@@ -58,6 +58,7 @@ class Request:
     variant: str = "cpu"
     wheels: Optional[str] = None
     cuda_tag: Optional[str] = None
+    proxy: Optional[str] = None  # QGIS's HTTP proxy, for pip when online
 
     def source_args(self, platform: str = sys.platform) -> List[str]:
         """pip's index arguments: a local wheel folder only, or PyPI plus PyTorch's index for the variant."""
@@ -89,9 +90,18 @@ def requirements() -> List[str]:
     return [f"{name}=={version}" for name, version in deps.PINS.items()]
 
 
-def pip_env(workdir: Path) -> dict:
-    """The environment pip runs in: the user's (proxy, pip config), unbuffered, temp files beside the target."""
+def pip_env(workdir: Path, request: Request) -> dict:
+    """The environment pip runs in: unbuffered, temp files beside the target (same disk, so pip's moves are renames).
+
+    Online, the user's pip settings (proxy, mirror, certificates) apply. From a
+    wheel folder they do not: that folder and nothing else, as the user chose.
+    """
     env = dict(os.environ)
+    if request.wheels:
+        env = {k: v for k, v in env.items() if not k.upper().startswith("PIP_")}
+        env["PIP_CONFIG_FILE"] = os.devnull
+    elif request.proxy and not (env.get("HTTPS_PROXY") or env.get("https_proxy")):
+        env.update(HTTPS_PROXY=request.proxy, HTTP_PROXY=request.proxy)
     env.update(PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", PIP_NO_INPUT="1", PIP_PROGRESS_BAR="off",
                PIP_DISABLE_PIP_VERSION_CHECK="1", TMPDIR=str(workdir), TEMP=str(workdir), TMP=str(workdir))
     return env
@@ -191,7 +201,7 @@ def resolve(python: str, request: Request, workdir: Path, log, progress: Progres
             progress.update(min(90.0, 5.0 * seen[0]))
             progress.info(line)
 
-    code, output = run_logged(cmd, log, progress, env=pip_env(workdir), on_line=on_line)
+    code, output = run_logged(cmd, log, progress, env=pip_env(workdir, request), on_line=on_line)
     if code != 0 or not report.exists():
         raise LandformError(explain_failure(output, request, python))
     packages = []
@@ -225,6 +235,8 @@ FAILURES = [
      "Python {minimum} or newer (the current LTR does), or install PyTorch by hand."),
     (r"No matching distribution found for|Could not find a version that satisfies",
      "No matching wheel for {missing} (Python {pyver}, {platform}) in {source}. {hint}"),
+    (r"ResolutionImpossible|conflicting dependencies",
+     "pip found no set of versions that fit together for {missing} in {source}: {conflict}"),
     (r"No module named pip",
      "The Python that QGIS uses ({python}) has no pip. Install it (on Debian/Ubuntu: 'sudo apt install "
      "python3-pip') and run the installer again."),
@@ -235,6 +247,7 @@ def explain_failure(output: List[str], request: Request, python: str, root=None)
     """A sentence for the user from pip's output; the log keeps the details."""
     text = "\n".join(output)
     missing = re.findall(r"No matching distribution found for (\S+)", text)
+    conflict = " ".join(l.strip() for l in output if l.startswith("    ")) or "see the log"
     root = Path(root) if root else None
     free = f"{shutil.disk_usage(root).free / 1e9:.1f} GB" if root and root.exists() else "little"
     hint = ("The folder must hold wheels for this Python and system of every package the dry run lists "
@@ -243,7 +256,8 @@ def explain_failure(output: List[str], request: Request, python: str, root=None)
     values = dict(root=root or "the profile folder", free=free, pins=" ".join(requirements()),
                   pyver=deps.python_tag(), torch=deps.PINS["torch"], minimum=".".join(map(str, deps.MIN_PYTHON)),
                   missing=", ".join(missing) or "the pinned packages", platform=sys.platform,
-                  source=request.wheels or "the package index", hint=hint, python=python)
+                  source=request.wheels or "the package index", hint=hint, python=python,
+                  conflict=conflict)
     for pattern, message in FAILURES:
         if re.search(pattern, text):
             return message.format(**values)
@@ -294,7 +308,7 @@ def _pip_target(python, request, packages, target, workdir, log, progress):
         elif line.startswith("Successfully installed"):
             progress.update(100)
 
-    code, output = run_logged(cmd, log, progress, env=pip_env(workdir), on_line=on_line)
+    code, output = run_logged(cmd, log, progress, env=pip_env(workdir, request), on_line=on_line)
     if code != 0:
         raise LandformError(explain_failure(output, request, python, root=workdir.parent))
 
@@ -326,6 +340,8 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
     root = deps.deps_root(profile_dir)
     root.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else root / LOG_NAME
+    if request.wheels and not Path(request.wheels).is_dir():
+        raise LandformError(f"The wheel folder {request.wheels} does not exist.")
     workdir = Path(tempfile.mkdtemp(prefix=".install-", dir=root))
     with open(log_path, "w", encoding="utf-8") as log:
         try:
@@ -352,6 +368,7 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
             (target / deps.MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
             final = deps.deps_dir(profile_dir)
             _move_into_place(target, final, workdir)
+            verified["torch_file"] = str(verified.get("torch_file", "")).replace(str(target), str(final))
             progress.update(100)
             log.write(f"Installed into {final} in {time.monotonic() - start:.0f} s\n")
             return Result(final, packages, verified, log_path, time.monotonic() - start)
