@@ -11,7 +11,9 @@ work, this module the locations and the check).
 import importlib
 import importlib.metadata
 import json
+import ntpath
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -95,7 +97,7 @@ def activate(profile_dir, path: Optional[list] = None, version_info=None) -> Act
 
 
 def _looks_like_python(exe: str) -> bool:
-    name = os.path.basename(exe).lower()
+    name = ntpath.basename(exe).lower()
     return bool(re.match(r"^python(w)?(\d+(\.\d+)?)?(\.exe)?$", name))
 
 
@@ -115,22 +117,23 @@ def python_candidates(executable=None, base_executable=None, prefix=None, exec_p
     exec_prefix = sys.exec_prefix if exec_prefix is None else exec_prefix
     platform = sys.platform if platform is None else platform
     tag = python_tag(version_info)
+    osp = ntpath if platform.startswith("win") else posixpath  # paths of that system, also in tests here
     found = [e for e in (executable, base_executable) if e and _looks_like_python(e)]
     if platform.startswith("win"):
         for p in (prefix, exec_prefix):
-            found += [os.path.join(p, "python.exe"), os.path.join(p, "python3.exe")]
-        root = os.path.dirname(os.path.dirname(os.path.normpath(prefix)))  # OSGeo4W: <root>\apps\Python3X
-        found += [os.path.join(root, "bin", "python3.exe"), os.path.join(root, "bin", "python.exe")]
+            found += [osp.join(p, "python.exe"), osp.join(p, "python3.exe")]
+        root = osp.dirname(osp.dirname(osp.normpath(prefix)))  # OSGeo4W: <root>\apps\Python3X
+        found += [osp.join(root, "bin", "python3.exe"), osp.join(root, "bin", "python.exe")]
     else:
         bindir = sysconfig.get_config_var("BINDIR") if prefix == sys.prefix else None
-        for d in (os.path.join(prefix, "bin"), os.path.join(exec_prefix, "bin"), bindir):
+        for d in (osp.join(prefix, "bin"), osp.join(exec_prefix, "bin"), bindir):
             if d:
-                found += [os.path.join(d, f"python{tag}"), os.path.join(d, "python3")]
+                found += [osp.join(d, f"python{tag}"), osp.join(d, "python3")]
         if platform == "darwin" and ".app/" in executable:
             contents = executable[: executable.index(".app/") + 5] + "Contents"
-            found += [os.path.join(contents, "MacOS", "bin", f"python{tag}"),
-                      os.path.join(contents, "MacOS", "bin", "python3")]
-    found += [shutil.which(f"python{tag}") or "", shutil.which("python3") or ""]
+            found += [osp.join(contents, "MacOS", "bin", f"python{tag}"), osp.join(contents, "MacOS", "bin", "python3")]
+    if platform == sys.platform:
+        found += [shutil.which(f"python{tag}") or "", shutil.which("python3") or ""]
     unique = []
     for exe in found:
         if exe and exe not in unique:

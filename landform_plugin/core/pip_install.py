@@ -157,6 +157,8 @@ def run_logged(cmd, log, progress: Progress, env=None, on_line=None) -> tuple:
                 on_line(output[-1])
     finally:
         _kill(proc)
+        reader.join(timeout=10)
+        proc.stdout.close()
     return proc.wait(), output
 
 

@@ -82,6 +82,10 @@ class InstallDependenciesAlgorithm(LandformAlgorithm):
             for line in report.splitlines():
                 feedback.pushInfo(line)
             t = checked.get("torch") or {}
+            log = str(deps.deps_root(profile) / "check.log")
+            deps.deps_root(profile).mkdir(parents=True, exist_ok=True)
+            with open(log, "w", encoding="utf-8") as f:
+                f.write(report + "\n")
             return self._outputs(log, report, folder, t.get("torch", ""), t.get("device", ""))
         request = self._request(parameters, context, feedback, wheels)
         request.proxy = dependencies.proxy_url()
