@@ -56,7 +56,7 @@ class Request:
     """What to install: the variant ('cpu' or 'cuda', with the CUDA build tag) and an optional wheel folder."""
 
     variant: str = "cpu"
-    wheels: Optional[str] = None
+    wheels: Optional[str] = None  # a folder (or a URL of a wheel page, as pip's --find-links takes)
     cuda_tag: Optional[str] = None
     proxy: Optional[str] = None  # QGIS's HTTP proxy, for pip when online
 
@@ -232,7 +232,8 @@ FAILURES = [
      "No network: pip could not reach the package index. Connect to the internet, set the proxy in QGIS "
      "(Settings > Options > Network), or install from a wheel folder (the WHEELS parameter) prepared on "
      "another machine with: pip download {pins} --python-version {pyver} --only-binary=:all: -d wheels"),
-    (r"require a different python version:.*(?:" + "|".join(re.escape(v) for v in deps.PINS.values()) + ")",
+    (r"requires a different Python: |require a different python version:.*(?:"
+     + "|".join(re.escape(v) for v in deps.PINS.values()) + ")",
      "No wheels for Python {pyver}: PyTorch {torch} supports other Python versions. Use a QGIS build with "
      "Python {minimum} or newer (the current LTR does), or install PyTorch by hand."),
     (r"No matching distribution found for|Could not find a version that satisfies",
@@ -342,7 +343,7 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
     root = deps.deps_root(profile_dir)
     root.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else root / LOG_NAME
-    if request.wheels and not Path(request.wheels).is_dir():
+    if request.wheels and "://" not in request.wheels and not Path(request.wheels).is_dir():
         raise LandformError(f"The wheel folder {request.wheels} does not exist.")
     workdir = Path(tempfile.mkdtemp(prefix=".install-", dir=root))
     with open(log_path, "w", encoding="utf-8") as log:
