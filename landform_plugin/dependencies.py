@@ -66,7 +66,7 @@ def report_missing_torch(algorithm_id: str) -> None:
 class TorchMissingBar:
     """The desktop's message bar "PyTorch is not installed" with an Install button (algorithms show no dialogs)."""
 
-    TEXT = "PyTorch is not installed for the Python that QGIS uses; the deep-learning algorithms need it."
+    TEXT = "PyTorch is missing: the deep-learning algorithms need it."
 
     def __init__(self, iface):
         self.iface = iface

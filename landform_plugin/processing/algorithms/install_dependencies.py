@@ -46,7 +46,7 @@ class InstallDependenciesAlgorithm(LandformAlgorithm):
             "sees; <i>check</i> reports what is installed where (versions, CUDA, the folder, a second PyTorch "
             "elsewhere on the path), useful when asking for help; <i>dry run</i> lists what would be "
             "installed and how large it is.</p>"
-            "<p><b>Variant.</b> CPU works everywhere (about 1 GB installed). CUDA needs an NVIDIA GPU with a "
+            "<p><b>Variant.</b> CPU works everywhere (under 1 GB installed). CUDA needs an NVIDIA GPU with a "
             "recent driver (found with nvidia-smi) and takes about 5 GB.</p>"
             "<p><b>Wheel folder.</b> For a computer without internet: a folder of .whl files prepared on a "
             "connected one (run a dry run there to see which); only that folder is used.</p>"
@@ -60,7 +60,7 @@ class InstallDependenciesAlgorithm(LandformAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.VARIANT, self.tr("Variant"), options=VARIANTS,
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
-            self.WHEELS, self.tr("Wheel folder (optional, for installing without internet)"),
+            self.WHEELS, self.tr("Wheel folder (installing without internet)"),
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addOutput(QgsProcessingOutputFile(self.LOG, self.tr("Log file")))
         self.addOutput(QgsProcessingOutputString(self.REPORT, self.tr("Report")))
