@@ -74,7 +74,6 @@ class TorchMissingBar:
         notifier().torch_missing.connect(self.show)
 
     def show(self, algorithm_id=""):
-        from qgis.gui import QgsMessageBar  # noqa: F401 (the desktop only)
         from qgis.PyQt.QtWidgets import QPushButton
 
         bar = self.iface.messageBar()
