@@ -57,9 +57,9 @@ def notifier() -> _Notifier:
     return _state["notifier"]
 
 
-def report_missing_torch(algorithm_id: str) -> None:
-    """Called by a deep-learning algorithm that found torch missing; the desktop shows the message bar."""
-    if _state["notifier"] is not None:
+def report_missing_torch(algorithm_id: str, message: str = "") -> None:
+    """Called by an algorithm that found a package missing; the desktop shows the message bar if it is torch."""
+    if _state["notifier"] is not None and "torch" in message.lower():
         _state["notifier"].torch_missing.emit(algorithm_id)
 
 

@@ -162,7 +162,7 @@ def run_logged(cmd, log, progress: Progress, env=None, on_line=None) -> tuple:
     return proc.wait(), output
 
 
-def _size_of(url: str) -> Optional[int]:
+def _size_of(url: str, proxy: Optional[str] = None) -> Optional[int]:
     """A wheel's size: the file for file:// URLs, Content-Length of a HEAD request otherwise."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
@@ -172,7 +172,8 @@ def _size_of(url: str) -> Optional[int]:
             return None
     try:
         req = urllib.request.Request(url.split("#")[0], method="HEAD")
-        with urllib.request.urlopen(req, timeout=15) as resp:
+        handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
+        with urllib.request.build_opener(*handlers).open(req, timeout=15) as resp:
             return int(resp.headers.get("Content-Length") or 0) or None
     except (OSError, ValueError):
         return None
@@ -186,7 +187,7 @@ def numpy_constraint(python: str) -> Optional[str]:
     return f"numpy=={version}" if version else None
 
 
-def resolve(python: str, request: Request, workdir: Path, log, progress: Progress, sizes=False) -> List[Package]:
+def resolve(python: str, request: Request, workdir: Path, log, progress: Progress) -> List[Package]:
     """What pip would add to QGIS's Python for the pinned packages (a dry run, nothing installed)."""
     constraints = workdir / "constraints.txt"
     constraint = numpy_constraint(python)
@@ -210,9 +211,8 @@ def resolve(python: str, request: Request, workdir: Path, log, progress: Progres
     for item in json.loads(report.read_text(encoding="utf-8")).get("install", []):
         meta, info = item.get("metadata", {}), item.get("download_info", {})
         packages.append(Package(meta.get("name", "?"), meta.get("version", "?"), info.get("url", "")))
-    if sizes:
-        for p in packages:
-            p.size = _size_of(p.url)
+    for p in packages:  # for the dry run's listing and the disk-space check
+        p.size = _size_of(p.url, None if request.wheels else request.proxy)
     progress.update(100)
     return packages
 
@@ -307,7 +307,7 @@ def _pip_target(python, request, packages, target, workdir, log, progress):
             progress.info(line)
         elif line.startswith("Installing collected packages"):
             progress.update(85)
-            progress.info("Unpacking the packages (several minutes for PyTorch, no progress shown)...")
+            progress.info("Unpacking the packages (a minute or more for PyTorch, no progress shown)...")
         elif line.startswith("Successfully installed"):
             progress.update(100)
 
@@ -352,7 +352,7 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
             log.write(f"{datetime.now(timezone.utc).isoformat()} {'dry run' if dry_run else 'install'}: "
                       f"{request.describe()}\nPython: {python} ({deps.python_tag()})\n")
             progress.info(f"Python that QGIS uses: {python}")
-            packages = resolve(python, request, workdir, log, progress.sub(0, 15), sizes=dry_run)
+            packages = resolve(python, request, workdir, log, progress.sub(0, 15))
             log.write("To install: " + (", ".join(p.pin() for p in packages) or "nothing") + "\n")
             if dry_run or not packages:
                 return Result(None, packages, {}, log_path, time.monotonic() - start)

@@ -206,3 +206,22 @@ def test_check_reports_a_missing_torch(system_python, tmp_path):
     assert "No module named 'torch'" in report["torch"]["error"]
     text = pip_install.format_check(report)
     assert "(not installed)" in text and "PyTorch: not importable" in text
+
+
+def test_disk_space_is_checked_before_pip_writes(tmp_path):
+    free = __import__("shutil").disk_usage(tmp_path).free
+    too_big = [pip_install.Package("torch", "2.14.1", "file:///x.whl", size=int(free))]
+    with pytest.raises(LandformError, match=r"^Not enough disk space in .*GB free, about .*GB needed"):
+        pip_install._check_disk(tmp_path, too_big)
+    pip_install._check_disk(tmp_path, [pip_install.Package("torch", "2.14.1", "file:///x.whl", size=1000)])
+
+
+def test_check_names_a_second_torch(tmp_path):
+    """The venv running this test has torch: with a plugin folder installed, check calls it a conflict."""
+    import importlib.metadata
+
+    _fake_install(deps.deps_dir(tmp_path), deps.python_tag())
+    report = pip_install.check(tmp_path)
+    site = [c for c in report["conflicts"] if c.startswith(f"another torch {importlib.metadata.version('torch')} in ")]
+    assert len(site) == 1 and site[0].endswith("(shadowed by the plugin's folder)")
+    assert "Conflict: another torch" in pip_install.format_check(report)

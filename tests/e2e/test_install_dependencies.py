@@ -120,6 +120,13 @@ def test_install_then_classify_in_a_fresh_profile(wheels, tmp_path, dems):
     before = run_installer(qp, "MODE=1")
     assert "PyTorch: not importable" in before["REPORT"]  # QGIS's own Python really lacks torch
 
+    dry = run_installer(qp, "MODE=2", f"WHEELS={wheels}")
+    listed = re.findall(r"^  (\S+)==(\S+) \((\d+) MB\)$", dry["REPORT"], re.M)
+    assert dry["REPORT"].startswith(f"Would install {len(listed)} package(s):") and len(listed) >= 3
+    assert ("torch", deps.PINS["torch"]) in {(n, v) for n, v, _ in listed}
+    assert "numpy" not in {n for n, _, _ in listed}
+    assert not deps.deps_dir(profile_of(qp)).exists()  # a dry run installs nothing
+
     start = time.monotonic()
     results = run_installer(qp, f"WHEELS={wheels}")
     seconds = time.monotonic() - start

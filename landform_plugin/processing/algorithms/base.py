@@ -70,7 +70,7 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
             if isinstance(exc, MissingDependency):  # the desktop offers the installer in its message bar
                 from ...dependencies import report_missing_torch
 
-                report_missing_torch(self.id())
+                report_missing_torch(self.id(), str(exc))
             raise QgsProcessingException(str(exc)) from None
 
     def process(self, parameters, context, feedback):
