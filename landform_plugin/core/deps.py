@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -79,6 +80,7 @@ def activate(profile_dir, path: Optional[list] = None, version_info=None) -> Act
     mine = deps_dir(profile_dir, version_info)
     if not root.is_dir():
         return result
+    remove_leftovers(root)
     for child in sorted(root.iterdir()):
         if child.is_dir() and VERSION_DIR.match(child.name) and child.name != mine.name:
             result.notices.append(
@@ -94,6 +96,18 @@ def activate(profile_dir, path: Optional[list] = None, version_info=None) -> Act
     elif mine.is_dir():
         result.notices.append(f"Ignored {mine}: an unfinished install (no {MARKER}).")
     return result
+
+
+def remove_leftovers(root: Path, max_age_s: float = 86400) -> None:
+    """Delete folders replaced by a newer install, and temporary folders of installs that died a day ago."""
+    now = time.time()
+    for child in root.iterdir():
+        try:
+            stale = child.name.startswith(".install-") and now - child.stat().st_mtime > max_age_s
+            if child.is_dir() and (child.name.startswith(".previous-") or stale):
+                shutil.rmtree(child, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _looks_like_python(exe: str) -> bool:
@@ -149,7 +163,7 @@ def probe_python(exe: str, timeout: float = 30) -> Optional[tuple]:
     if not os.path.isfile(exe):
         return None
     try:
-        out = subprocess.run([exe, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+        out = subprocess.run([exe, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
                              **hidden_window())
         version, prefix = json.loads(out.stdout.strip().splitlines()[-1])
         return tuple(version), prefix

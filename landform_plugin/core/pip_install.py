@@ -316,10 +316,19 @@ def _pip_target(python, request, packages, target, workdir, log, progress):
         raise LandformError(explain_failure(output, request, python, root=workdir.parent))
 
 
-def _move_into_place(target: Path, final: Path, workdir: Path) -> None:
-    """Swap the verified folder in with two renames on the same disk; an older install is removed after."""
+def _move_into_place(target: Path, final: Path) -> None:
+    """Swap the verified folder in with two renames on the same disk.
+
+    An older install moves aside to ``.previous-*``; it is deleted now unless
+    this process has imported torch from it (its files are still in use), else
+    when the plugin next loads.
+    """
     if final.exists():
-        final.rename(workdir / "previous")
+        previous = Path(tempfile.mkdtemp(prefix=".previous-", dir=final.parent))
+        final.rename(previous / final.name)
+        loaded = str(getattr(sys.modules.get("torch"), "__file__", "") or "")
+        if not loaded.startswith(str(final)):
+            shutil.rmtree(previous, ignore_errors=True)
     target.rename(final)
 
 
@@ -370,7 +379,7 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
                       "installed": datetime.now(timezone.utc).isoformat()}
             (target / deps.MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
             final = deps.deps_dir(profile_dir)
-            _move_into_place(target, final, workdir)
+            _move_into_place(target, final)
             verified["torch_file"] = str(verified.get("torch_file", "")).replace(str(target), str(final))
             progress.update(100)
             log.write(f"Installed into {final} in {time.monotonic() - start:.0f} s\n")
@@ -380,7 +389,9 @@ def install(profile_dir, request: Request, progress: Optional[Progress] = None, 
             raise
         except OSError as exc:  # disk full or a permission problem while writing the folder
             log.write(f"Stopped: {exc}\n")
-            raise LandformError(f"Could not write the dependency folder in {root}: {exc}. Nothing was kept.") from exc
+            raise LandformError(f"Could not write the dependency folder in {root}: {exc}. Nothing was kept. If "
+                                f"PyTorch is in use in this QGIS session, restart QGIS and run the installer "
+                                f"before any deep-learning algorithm.") from exc
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -225,3 +225,25 @@ def test_check_names_a_second_torch(tmp_path):
     site = [c for c in report["conflicts"] if c.startswith(f"another torch {importlib.metadata.version('torch')} in ")]
     assert len(site) == 1 and site[0].endswith("(shadowed by the plugin's folder)")
     assert "Conflict: another torch" in pip_install.format_check(report)
+
+
+def test_reinstall_swaps_folders_and_leaves_no_copy(tmp_path):
+    final = deps.deps_dir(tmp_path)
+    _fake_install(final)
+    (final / "old.txt").write_text("old")
+    target = tmp_path / "target"
+    _fake_install(target)
+    (target / "new.txt").write_text("new")
+    pip_install._move_into_place(target, final)
+    assert sorted(p.name for p in final.iterdir()) == [deps.MARKER, "new.txt"]
+    assert sorted(p.name for p in final.parent.iterdir()) == [deps.python_tag()]
+
+
+def test_load_removes_replaced_and_dead_installs(tmp_path):
+    root = deps.deps_root(tmp_path)
+    for name in (".previous-abc", ".install-dead", ".install-running"):
+        (root / name / "torch").mkdir(parents=True)
+    day_ago = time.time() - 2 * 86400
+    os.utime(root / ".install-dead", (day_ago, day_ago))
+    deps.activate(tmp_path, path=[])
+    assert sorted(p.name for p in root.iterdir()) == [".install-running"]

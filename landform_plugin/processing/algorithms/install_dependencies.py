@@ -128,13 +128,12 @@ class InstallDependenciesAlgorithm(LandformAlgorithm):
             found = pip_install.verify(deps.find_python(), None)
             return (f"Nothing to install: PyTorch {found.get('torch', '?')} is already importable from "
                     f"{found.get('torch_file', '?')}.")
-        activation = dependencies.activate_at_load()
+        dependencies.activate_at_load()
         v = result.verified
         lines = [f"Installed {len(result.packages)} package(s) into {result.folder} in {result.seconds:.0f} s.",
                  f"PyTorch {v.get('torch')} (torchvision {v.get('torchvision')}) imports; device: {v.get('device')}."]
-        loaded = sys.modules.get("torch")
-        if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(activation.folder)):
-            lines.append("This QGIS session already loaded another PyTorch: restart QGIS to use the new one.")
+        if getattr(sys.modules.get("torch"), "__file__", None):  # a module object, not a blocked import
+            lines.append("This QGIS session had already loaded PyTorch: restart QGIS to use the new one.")
         else:
             lines.append("The deep-learning algorithms work now, in this QGIS session too.")
         return "\n".join(lines)
