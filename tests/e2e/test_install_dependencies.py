@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 import time
@@ -157,4 +158,45 @@ def test_install_then_classify_in_a_fresh_profile(wheels, tmp_path, dems):
     values, counts = np.unique(classes, return_counts=True)
     assert set(values.tolist()) <= {0, 1, 2, 3, 4} and counts[values > 0].sum() > 0.9 * classes.size
     assert len(values[values > 0]) >= 2  # plains and mountains on the Front Range, not one constant
+    same_session = same_session_run(qp, dems["boulder"], tmp_path)
+    assert "needs PyTorch and torchvision" in same_session["before"]
+    assert same_session["folder"] == str(folder)
+    assert same_session["after"] == str(tmp_path / "after.tif") and (tmp_path / "after.tif").exists()
     shutil.rmtree(folder, ignore_errors=True)  # 5 GB: do not keep it among pytest's temporary folders
+
+
+# One QGIS session with the system Python: classification fails without torch, then works once the
+# dependency folder is activated, as it is when the installer finishes in the desktop.
+SAME_SESSION = """
+import json, os, sys
+sys.path.insert(0, os.environ["REPO"])
+from qgis.core import QgsApplication, QgsProcessingException
+app = QgsApplication([], False)
+app.initQgis()
+sys.path.append("/usr/share/qgis/python/plugins")
+from processing.core.Processing import Processing
+Processing.initialize()
+import processing
+from landform_plugin.processing.provider import LandformProvider
+provider = LandformProvider()  # kept referenced, or Python deletes it
+assert QgsApplication.processingRegistry().addProvider(provider)
+out, params = {}, {"INPUT": os.environ["DEM"]}
+try:
+    processing.run("landform:classifylandforms", dict(params, OUTPUT=os.environ["BEFORE"]))
+    out["before"] = "ran"
+except QgsProcessingException as exc:
+    out["before"] = str(exc)
+from landform_plugin import dependencies
+out["folder"] = str(dependencies.activate_at_load().folder)
+out["after"] = processing.run("landform:classifylandforms", dict(params, OUTPUT=os.environ["AFTER"]))["OUTPUT"]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def same_session_run(qp, dem, tmp_path):
+    env = dict(qp.env, REPO=str(Path(__file__).resolve().parents[2]), DEM=dem,
+               BEFORE=str(tmp_path / "before.tif"), AFTER=str(tmp_path / "after.tif"))
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", SAME_SESSION], env=env, capture_output=True, text=True, timeout=900)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert lines, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
