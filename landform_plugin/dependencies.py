@@ -13,7 +13,7 @@ from .core import deps
 
 TAG = "Landform classifier"
 INSTALLER_ID = "landform:installdependencies"
-_state = {"activation": None, "notifier": None}
+_state = {"notifier": None}
 
 
 def profile_dir() -> str:
@@ -23,8 +23,11 @@ def profile_dir() -> str:
 
 def activate_at_load():
     """Put the plugin's dependency folder on sys.path; called when QGIS loads the plugin, before any torch import."""
-    activation = deps.activate(profile_dir())
-    _state["activation"] = activation
+    try:
+        activation = deps.activate(profile_dir())
+    except OSError as exc:  # an unreadable profile must not keep the plugin from loading
+        QgsMessageLog.logMessage(f"Dependency folder not used: {exc}", TAG, Qgis.Warning)
+        return deps.Activation()
     for notice in activation.notices:
         QgsMessageLog.logMessage(notice, TAG, Qgis.Warning)
     return activation

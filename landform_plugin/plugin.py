@@ -1,4 +1,4 @@
-"""QGIS shell of the plugin: registers the Processing provider, nothing else.
+"""QGIS shell of the plugin: registers the Processing provider and its dependency folder.
 
 Kept free of torch and of the core's heavy imports so that loading the plugin
 and ``qgis_process list`` stay fast on machines without torch. It puts the

@@ -96,6 +96,7 @@ def test_folder_of_another_python_is_ignored_with_a_notice(tmp_path):
     assert results["TORCH_VERSION"] == ""
 
 
+@pytest.mark.slow
 def test_cancel_while_pip_unpacks_leaves_nothing(wheels, tmp_path):
     """Cancelled once pip unpacks (gigabytes in flight): pip is stopped and no folder is left."""
     unpacking = []
