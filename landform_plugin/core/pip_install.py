@@ -207,8 +207,12 @@ def resolve(python: str, request: Request, workdir: Path, log, progress: Progres
     code, output = run_logged(cmd, log, progress, env=pip_env(workdir, request), on_line=on_line)
     if code != 0 or not report.exists():
         raise LandformError(explain_failure(output, request, python))
+    try:
+        planned = json.loads(report.read_text(encoding="utf-8")).get("install", [])
+    except (OSError, ValueError) as exc:
+        raise LandformError(f"pip's dry run wrote no readable report ({exc}); the log {log.name} has its output.")
     packages = []
-    for item in json.loads(report.read_text(encoding="utf-8")).get("install", []):
+    for item in planned:
         meta, info = item.get("metadata", {}), item.get("download_info", {})
         packages.append(Package(meta.get("name", "?"), meta.get("version", "?"), info.get("url", "")))
     for p in packages:  # for the dry run's listing and the disk-space check
@@ -305,6 +309,8 @@ def _pip_target(python, request, packages, target, workdir, log, progress):
             done[0] += 1
             progress.update(80.0 * done[0] / max(1, len(packages)))
             progress.info(line)
+        elif line.lstrip().startswith("Downloading "):
+            progress.info(line.strip())  # names the file and its size
         elif line.startswith("Installing collected packages"):
             progress.update(85)
             progress.info("Unpacking the packages (a minute or more for PyTorch, no progress shown)...")
