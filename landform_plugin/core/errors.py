@@ -16,11 +16,13 @@ class MissingDependency(ImportError):
 
 TORCH_INSTALL_HINT = (
     "This algorithm needs PyTorch and torchvision in the Python that QGIS uses. "
-    "Install them with that Python's pip, for example on Linux "
+    "Install them with the algorithm 'Install deep-learning dependencies' (Processing Toolbox > "
+    "Landform classification > Set-up; or 'qgis_process run landform:installdependencies'), "
+    "or by hand with that Python's pip, for example on Linux "
     "'python3 -m pip install --user torch torchvision', on Windows from the OSGeo4W Shell "
     "'python -m pip install torch torchvision', on macOS "
     "'/Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision'; "
-    "then restart QGIS. See the plugin's README, section 'Installing PyTorch for QGIS'."
+    "then restart QGIS. See the plugin's README, section 'Installing the plugin into QGIS'."
 )
 
 

@@ -11,6 +11,7 @@ _ALGORITHMS = [
     ("terrain_factors", "TerrainFactorsAlgorithm"),
     ("train_model", "TrainModelAlgorithm"),
     ("evaluate", "EvaluateAlgorithm"),
+    ("install_dependencies", "InstallDependenciesAlgorithm"),
 ]
 
 

@@ -67,6 +67,10 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
         except Cancelled as exc:
             raise QgsProcessingException(self.tr(f"Cancelled: {exc}. No output was written.")) from None
         except (LandformError, MissingDependency) as exc:
+            if isinstance(exc, MissingDependency):  # the desktop offers the installer in its message bar
+                from ...dependencies import report_missing_torch
+
+                report_missing_torch(self.id(), str(exc))
             raise QgsProcessingException(str(exc)) from None
 
     def process(self, parameters, context, feedback):
