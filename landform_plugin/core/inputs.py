@@ -9,15 +9,16 @@ halo of its own (``terrain.halo_pixels``).
 Normalisation: the rule and why
 -------------------------------
 Per-tile statistics (tile min/max, tile mean/std) make a pixel's input depend
-on where its tile starts: neighbouring tiles disagree and seams appear
-(../shared/GUIDE.md section 4). Every rule here is a function of the pixel's
+on where its tile starts: neighbouring tiles disagree and seams appear (the
+main source of seams in tiled CNN prediction). Every rule here is a function of the pixel's
 fixed neighbourhood on the raster (or a global constant), never of the tile:
 
 - ``"local_mean"`` (the default for elevation): ``(z - mean of z within a
   square window of window_m metres centred on the pixel) / scale_m``. The mean
   ignores NoData and cells outside the raster (it is the mean of the valid
-  cells of that window). With window_m = 10 km and scale_m = 500 m (the rule
-  that trained well in GUIDE section 8) this is relative relief: a plain at
+  cells of that window). With window_m = 10 km and scale_m = 500 m (a rule
+  that trained well in a first experiment: a ResNet-18 FCN learnt rule labels
+  from it to 90 % PA on unseen DEMs) this is relative relief: a plain at
   4500 m on a plateau gives values near 0 exactly like a plain at 50 m, and
   a mountain range stands out by its relief, not by its absolute height;
   which is what the landform classes are defined by (relief and elevation
