@@ -12,6 +12,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child before exec: the kernel kills it (SIGKILL) when the test process dies, even by a crash,
+    so no scheduler or worker outlives the tests."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 DASK = str(Path(sys.executable).with_name("dask"))
 START_TIMEOUT_S = 90
 
@@ -39,7 +48,7 @@ class LocalDaskCluster:
         log = open(self.folder / "scheduler.log", "wb")
         self.scheduler = subprocess.Popen(
             [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(sfile)],
-            stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=str(REPO),
+            stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=str(REPO), preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not sfile.exists() or not sfile.read_text().strip():
@@ -60,7 +69,8 @@ class LocalDaskCluster:
                "--name", name, "--death-timeout", "60"]
         if not self.nanny:
             cmd.append("--no-nanny")
-        self.workers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=str(REPO)))
+        self.workers.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=str(REPO),
+                                             preexec_fn=_die_with_parent))
 
     def client(self):
         from distributed import Client
