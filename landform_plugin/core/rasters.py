@@ -6,8 +6,10 @@ Why here and not in each algorithm: the checks users hit first (wrong band,
 no CRS, non-numeric data, all NoData) and the output conventions (tiled,
 compressed, exact georeferencing, atomic rename) must be the same everywhere.
 """
+import errno
 import math
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -17,9 +19,9 @@ from osgeo import gdal, osr
 
 from .errors import LandformError
 
-# Tiled GeoTIFF with ZSTD level 1: ../shared/GUIDE.md section 9 measured
-# compression as ~85 % of terrain-factor CPU time; ZSTD-1 is ~3x faster than
-# DEFLATE for files within 1.4 % of its size.
+# Tiled GeoTIFF with ZSTD level 1: compression measured as ~85 % of
+# terrain-factor CPU time; ZSTD-1 is ~3x faster than DEFLATE for files within
+# 1.4 % of its size.
 GTIFF_OPTIONS = [
     "TILED=YES",
     "BLOCKXSIZE=512",
@@ -96,7 +98,9 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
             ds, reason = None, str(exc)
     if ds is None:
         reason = reason or gdal.GetLastErrorMsg() or "not a raster GDAL can read"
-        raise LandformError(f"Cannot open '{path}' as a raster: {reason}")
+        if os.path.isfile(str(path)) and os.path.getsize(str(path)) == 0:
+            reason = "the file is empty (0 bytes)"
+        raise LandformError(f"Cannot open '{path}' as a raster: {reason}. {READ_HINT}")
     if ds.RasterCount == 0:
         raise LandformError(f"'{path}' has no raster bands.")
     if not 1 <= int(band) <= ds.RasterCount:
@@ -136,6 +140,37 @@ def require_crs(info: RasterInfo) -> None:
             f"'{info.path}' has no coordinate reference system, so its cell size in metres is unknown. "
             "Assign its CRS first (Raster > Projections > Assign Projection)."
         )
+
+
+READ_HINT = (
+    "Check that the file is complete and a raster GDAL reads (gdalinfo -checksum); "
+    "if it was cut short, export or download it again."
+)
+
+
+def read_band(band: gdal.Band, x0: int = 0, y0: int = 0, width: Optional[int] = None, height: Optional[int] = None,
+              path: Optional[str] = None, **kw) -> np.ndarray:
+    """``band.ReadAsArray`` that never returns None: a truncated or corrupt file raises
+    LandformError naming the file and what to do, instead of an AttributeError later."""
+    width = band.XSize - x0 if width is None else width
+    height = band.YSize - y0 if height is None else height
+    gdal.ErrorReset()
+    data, reason = None, ""
+    with _quiet_gdal():
+        try:
+            data = band.ReadAsArray(x0, y0, width, height, **kw)
+        except RuntimeError as exc:  # gdal.UseExceptions() may be on
+            reason = str(exc)
+    if data is None:
+        where = path or _band_source(band)
+        reason = reason or gdal.GetLastErrorMsg() or "GDAL returned no data"
+        raise LandformError(f"Could not read '{where}' (cells {x0},{y0} to {x0 + width},{y0 + height}): {reason}. {READ_HINT}")
+    return data
+
+
+def _band_source(band: gdal.Band) -> str:
+    ds = band.GetDataset()
+    return (ds.GetDescription() if ds is not None else "") or "an in-memory raster"
 
 
 class _quiet_gdal:
@@ -236,10 +271,7 @@ def read_window(band: gdal.Band, win: Window, nodata: Optional[float]) -> np.nda
     xs, ys = band.XSize, band.YSize
     rx0, ry0 = max(0, win.x0 - h), max(0, win.y0 - h)
     rx1, ry1 = min(xs, win.x0 + win.width + h), min(ys, win.y0 + win.height + h)
-    data = band.ReadAsArray(rx0, ry0, rx1 - rx0, ry1 - ry0)
-    if data is None:
-        raise LandformError(f"Could not read block at ({win.x0}, {win.y0}): {gdal.GetLastErrorMsg()}")
-    data = data.astype(np.float32, copy=False)
+    data = read_band(band, rx0, ry0, rx1 - rx0, ry1 - ry0).astype(np.float32, copy=False)
     if nodata is not None:
         if math.isnan(nodata):
             pass
@@ -256,8 +288,8 @@ def valid_fraction(ds: gdal.Dataset, info: RasterInfo, max_pixels: int = 1_000_0
     b = ds.GetRasterBand(info.band)
     step = max(1, int(math.ceil(math.sqrt(info.width * info.height / max_pixels))))
     bw, bh = max(1, info.width // step), max(1, info.height // step)
-    arr = b.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh, resample_alg=gdal.GRIORA_NearestNeighbour)
-    arr = arr.astype(np.float64)
+    arr = read_band(b, 0, 0, info.width, info.height, path=info.path, buf_xsize=bw, buf_ysize=bh,
+                    resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
     valid = np.isfinite(arr)
     if info.nodata is not None and not math.isnan(info.nodata):
         valid &= arr != info.nodata
@@ -274,11 +306,47 @@ def require_some_data(ds: gdal.Dataset, info: RasterInfo) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
+class _GdalFailures:
+    """Collect GDAL's CE_Failure messages (a full disk shows up only here: FlushCache
+    and closing return nothing in GDAL 3.6) while keeping stderr quiet."""
+
+    def __init__(self):
+        self.messages: List[str] = []
+
+    def _handler(self, err_class, _err_no, msg):
+        if err_class >= gdal.CE_Failure:
+            self.messages.append(str(msg))
+
+    def __enter__(self) -> "_GdalFailures":
+        gdal.PushErrorHandler(self._handler)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        gdal.PopErrorHandler()
+        if isinstance(exc, RuntimeError) and not self.messages:  # gdal.UseExceptions() is on
+            self.messages.append(str(exc))
+        return isinstance(exc, RuntimeError)
+
+
+def write_failure(path: str, reason: str) -> LandformError:
+    """The user-facing error for an output that could not be written."""
+    low = reason.lower()
+    if "no space" in low or "disk full" in low:
+        what = "the disk is full: free some space or choose another folder"
+    elif "read-only" in low or "permission" in low:
+        what = "the folder is not writable: choose a folder you can write to"
+    else:
+        what = "check that the folder is writable and has free space"
+    return LandformError(f"Could not write '{path}' ({reason}); {what}. No output was kept.")
+
+
 class GeoTiffWriter:
     """Write a GeoTIFF under a temporary name and rename it into place on success.
 
     On an exception (including ``Cancelled``) the temporary file is deleted, so a
-    cancelled or failed run never leaves an output that looks complete.
+    cancelled or failed run never leaves an output that looks complete. Failed
+    writes (a full disk) raise LandformError. ``tmp_path`` lets
+    ``outputs.OutputSet`` choose the temporary name and do the renaming itself.
     """
 
     def __init__(
@@ -294,20 +362,23 @@ class GeoTiffWriter:
         width: Optional[int] = None,
         height: Optional[int] = None,
         geotransform: Optional[Sequence[float]] = None,
+        tmp_path: Optional[str] = None,
     ):
         self.path = str(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self.tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
-        drv = gdal.GetDriverByName("GTiff")
+        if tmp_path is None:
+            check_output_path(self.path)
+            folder = os.path.dirname(os.path.abspath(self.path))
+            tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+        self.tmp_path = tmp_path
         opts = list(options or GTIFF_OPTIONS)
         if bands > 1:
             opts.append("INTERLEAVE=BAND")
         w = width if width is not None else like.width
         h = height if height is not None else like.height
-        ds = drv.Create(self.tmp_path, w, h, bands, data_type, opts)
+        with _GdalFailures() as failures:
+            ds = gdal.GetDriverByName("GTiff").Create(self.tmp_path, w, h, bands, data_type, opts)
         if ds is None:
-            raise LandformError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}")
+            raise write_failure(self.path, "; ".join(failures.messages) or gdal.GetLastErrorMsg() or "GDAL could not create it")
         ds.SetGeoTransform(list(geotransform if geotransform is not None else like.geotransform))
         if like.crs_wkt:
             ds.SetProjection(like.crs_wkt)
@@ -318,24 +389,16 @@ class GeoTiffWriter:
             if band_names and i < len(band_names):
                 b.SetDescription(str(band_names[i]))
         if color_table is not None:
-            ct = gdal.ColorTable()
-            names = [""] * (max(code for code, _, _ in color_table) + 1)
-            for code, rgb, name in color_table:
-                ct.SetColorEntry(int(code), (int(rgb[0]), int(rgb[1]), int(rgb[2]), 255))
-                names[int(code)] = name
-            b1 = ds.GetRasterBand(1)
-            b1.SetRasterColorTable(ct)
-            b1.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-            b1.SetCategoryNames(names)
+            _set_color_table(ds.GetRasterBand(1), color_table)
         self.ds = ds
 
     def write(self, array: np.ndarray, x0: int, y0: int, band: int = 1) -> None:
         """Write a 2-D array at (x0, y0) into ``band``, or a 3-D (bands, h, w) array into all bands."""
-        if array.ndim == 3:
-            for i in range(array.shape[0]):
-                self.ds.GetRasterBand(i + 1).WriteArray(array[i], x0, y0)
-        else:
-            self.ds.GetRasterBand(band).WriteArray(array, x0, y0)
+        planes = [(i + 1, array[i]) for i in range(array.shape[0])] if array.ndim == 3 else [(band, array)]
+        with _GdalFailures() as failures:
+            codes = [self.ds.GetRasterBand(b).WriteArray(a, x0, y0) for b, a in planes]
+        if failures.messages or any(codes):
+            raise write_failure(self.path, "; ".join(failures.messages) or "GDAL could not write a block")
 
     def band(self, i: int) -> gdal.Band:
         return self.ds.GetRasterBand(i)
@@ -350,19 +413,22 @@ class GeoTiffWriter:
             self.discard()
         return False
 
-    def commit(self) -> None:
+    def close(self) -> None:
+        """Flush and close the temporary file; raise LandformError when GDAL could not write it."""
         if self.ds is None:
             return
-        self.ds.FlushCache()
-        self.ds = None
-        for stale in (self.path, self.path + ".aux.xml"):
-            if os.path.exists(stale):
-                os.remove(stale)
-        os.replace(self.tmp_path, self.path)
-        # GTiff keeps category names (and other PAM metadata) in a side-car .aux.xml:
-        # move it with the file, or the class names are lost.
-        if os.path.exists(self.tmp_path + ".aux.xml"):
-            os.replace(self.tmp_path + ".aux.xml", self.path + ".aux.xml")
+        with _GdalFailures() as failures:
+            self.ds.FlushCache()
+            self.ds = None
+        if failures.messages:
+            self.discard()
+            raise write_failure(self.path, "; ".join(dict.fromkeys(failures.messages)))
+
+    def commit(self) -> None:
+        if self.ds is None and not os.path.exists(self.tmp_path):
+            return
+        self.close()
+        replace_with_sidecar(self.tmp_path, self.path)
 
     def discard(self) -> None:
         self.ds = None
@@ -371,10 +437,85 @@ class GeoTiffWriter:
                 os.remove(p)
 
 
+def _set_color_table(band: gdal.Band, color_table) -> None:
+    ct = gdal.ColorTable()
+    names = [""] * (max(code for code, _, _ in color_table) + 1)
+    for code, rgb, name in color_table:
+        ct.SetColorEntry(int(code), (int(rgb[0]), int(rgb[1]), int(rgb[2]), 255))
+        names[int(code)] = name
+    band.SetRasterColorTable(ct)
+    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    band.SetCategoryNames(names)
+
+
+def replace_with_sidecar(tmp: str, path: str) -> None:
+    """Move ``tmp`` onto ``path``; GTiff keeps category names (and other PAM metadata)
+    in a side-car .aux.xml: move it with the file, or the class names are lost."""
+    for stale in (path, path + ".aux.xml"):
+        if os.path.isfile(stale):
+            os.remove(stale)
+    os.replace(tmp, path)
+    if os.path.exists(tmp + ".aux.xml"):
+        os.replace(tmp + ".aux.xml", path + ".aux.xml")
+
+
+# ----------------------------------------------------------------------------- output locations
+
+
+def check_output_path(path: str, inputs: Sequence[str] = (), folder: bool = False) -> str:
+    """Check before any work that ``path`` can be written: its folder exists (or is
+    created) and is a writable folder, it is not an input, and (``folder``) it is not
+    a file. Returns the absolute path; raises LandformError saying what to change."""
+    if not path:
+        raise LandformError("No output file was given.")
+    out = os.path.abspath(str(path))
+    if os.path.isdir(out) and not folder:
+        raise LandformError(f"The output '{out}' is a folder; give a file name inside it.")
+    if folder and os.path.exists(out) and not os.path.isdir(out):
+        raise LandformError(f"The output folder '{out}' is a file; choose a folder.")
+    for src in inputs:
+        src = str(src or "").partition("|")[0]
+        if src and os.path.exists(src) and os.path.exists(out) and os.path.samefile(src, out):
+            raise LandformError(f"The output '{out}' is also an input; choose another output name (the input would be overwritten).")
+    parent = os.path.dirname(out)
+    _ensure_folder(parent, out)
+    _probe_writable(parent, out)
+    return out
+
+
+def _ensure_folder(parent: str, out: str) -> None:
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise LandformError(
+            f"Cannot write '{out}': '{existing}' is a file, not a folder. Choose an output in a folder."
+        )
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise LandformError(
+            f"Cannot create the folder '{parent}' for '{out}' ({exc.strerror}); choose a folder you can write to."
+        ) from None
+
+
+def _probe_writable(parent: str, out: str) -> None:
+    """os.access says yes to root on a read-only mount; only writing tells."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".landform_probe_", dir=parent)
+    except OSError as exc:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
+        raise LandformError(
+            f"Cannot write '{out}': the folder '{parent}' is not writable ({why}). Choose a folder you can write to."
+        ) from None
+    os.close(fd)
+    os.remove(probe)
+
+
 def read_array(path: str, band: int = 1) -> np.ndarray:
     """Read a whole band (for tests and small rasters)."""
     ds, info = open_raster(path, band)
-    return ds.GetRasterBand(band).ReadAsArray()
+    return read_band(ds.GetRasterBand(band), path=info.path)
 
 
 def iter_chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:

@@ -88,6 +88,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import rasters
+from .outputs import OutputSet
 from .errors import LandformError
 from .progress import Progress
 
@@ -110,7 +111,7 @@ HILLSHADE_NODATA = 0  # Byte hillshade, as gdaldem
 ASPECT_FLAT = -1.0
 
 DEFAULT_RDLS_WINDOW_M = 1000.0
-BLOCK_ROWS = 512  # ../shared/GUIDE.md section 9: ~512 x 2048 blocks are fastest
+BLOCK_ROWS = 512  # measured: ~512 x 2048 blocks are fastest
 BLOCK_COLS = 2048
 STRIP_PIXELS = 1 << 17  # 3x3 kernels work on strips of ~128k cells (0.5 MB arrays): measured ~1.3-1.7x faster than whole blocks
 
@@ -252,7 +253,7 @@ def _neighbours(e: np.ndarray):
 def _running(a: np.ndarray, w: int, axis: int, op) -> np.ndarray:
     """op (np.fmax / np.fmin) over windows of length w along axis; output length n - w + 1.
 
-    Repeated doubling (../shared/GUIDE.md section 9): windows of 1, 2, 4, ...
+    Repeated doubling (measured fastest): windows of 1, 2, 4, ...
     then one combination of two overlapping power-of-two windows.
     """
     if w <= 1:
@@ -593,7 +594,7 @@ def derive_terrain_factors(
     a regular pixel sample, the paper's Fig. 4) goes to ``correlation_csv``
     when given. Returns {"outputs": {...}, "rdls_window_px": ..., "correlation": ...}.
     Raises LandformError on bad input, Cancelled when ``progress`` says so;
-    in both cases no output file is left behind.
+    in both cases no output file is left behind (all outputs or none).
     """
     progress = progress or Progress()
     outputs = {k: v for k, v in dict(outputs).items() if v}
@@ -605,84 +606,95 @@ def derive_terrain_factors(
     names = list(FACTOR_NAMES) if correlation_csv else [n for n in FACTOR_NAMES if n in outputs]
     p = check_raster(ds, info, names, p)
     halo = halo_pixels(names, p)
-    src = ds.GetRasterBand(band)
     windows = rasters.block_windows(info.width, info.height, block_cols, block_rows, halo)
-    stride = _sample_stride(info, max_samples)
-    samples = {k: [] for k in ("dem",) + tuple(names)} if correlation_csv else None
     if "rdls" in names:
         progress.info(f"RDLS window: {p.rdls_window_px[1]} x {p.rdls_window_px[0]} pixels for {p.rdls_window_m:g} m")
+    t0 = time.time()
+    correlation = None
+    with OutputSet(inputs=[dem_path]) as out:
+        writers = {name: out.raster(outputs[name], info, **_writer_options(name)) for name in FACTOR_NAMES if name in outputs}
+        table_tmp = out.file(correlation_csv) if correlation_csv else None
+        blocks = _FactorBlocks(ds, info, names, p, halo, writers, _sample_stride(info, max_samples) if table_tmp else 0)
+        blocks.run(windows, progress, workers)
+        if table_tmp:
+            correlation = correlation_table(blocks.samples)
+            _write_csv(table_tmp, correlation)
+    progress.info(f"Terrain factors for {info.width} x {info.height} pixels in {time.time() - t0:.1f} s")
+    return {"outputs": dict(outputs), "rdls_window_px": p.rdls_window_px, "correlation": correlation, "params": p}
 
+
+def _writer_options(name: str) -> dict:
     from osgeo import gdal
 
-    writers = {}
-    t0 = time.time()
-    try:
-        for name in FACTOR_NAMES:
-            if name not in outputs:
-                continue
-            if name == "hillshade":
-                writers[name] = rasters.GeoTiffWriter(outputs[name], info, data_type=gdal.GDT_Byte, nodata=HILLSHADE_NODATA, band_names=[name])
-            else:
-                writers[name] = rasters.GeoTiffWriter(outputs[name], info, data_type=gdal.GDT_Float32, nodata=NODATA, band_names=[name])
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 1 else None
+    if name == "hillshade":
+        return {"data_type": gdal.GDT_Byte, "nodata": HILLSHADE_NODATA, "band_names": [name]}
+    return {"data_type": gdal.GDT_Float32, "nodata": NODATA, "band_names": [name]}
 
-        def compute(elev, win, dxr, dyr):
-            box = window_raster_box(win, info.width, info.height)
-            return compute_factors_block(elev, dxr, dyr, names, p, crop=halo, raster_box=box)
 
+class _FactorBlocks:
+    """Reads DEM blocks, computes the factors in a thread pool, writes them in order
+    and (``stride`` > 0) samples the values for the correlation table."""
+
+    def __init__(self, ds, info, names, params, halo, writers, stride):
+        self.ds, self.info, self.names, self.p, self.halo = ds, info, names, params, halo
+        self.writers, self.stride = writers, stride
+        self.src = ds.GetRasterBand(info.band)
+        self.samples = {k: [] for k in ("dem",) + tuple(names)} if stride else None
+        self.elev_by_win = {}
+        self.done = 0
+
+    def compute(self, elev, win, dxr, dyr):
+        box = window_raster_box(win, self.info.width, self.info.height)
+        return compute_factors_block(elev, dxr, dyr, self.names, self.p, crop=self.halo, raster_box=box)
+
+    def finish(self, win, result, progress, total):
+        if self.samples is not None:  # before the in-place NoData conversion below
+            _collect(self.samples, result, win, self.halo, self.stride, self.elev_by_win.pop((win.x0, win.y0)))
+        for name, w in self.writers.items():
+            w.write(_to_file_values(name, result[name], inplace=True), win.x0, win.y0)
+        self.done += 1
+        if win.x0 + win.width >= self.info.width:
+            # A whole row of blocks is done: let GDAL compress and release its tiles.
+            for w in self.writers.values():
+                w.ds.FlushCache()
+            self.ds.FlushCache()
+        progress.update(100.0 * self.done / total)
+
+    def read(self, win):
+        h = self.halo
+        elev = rasters.read_window(self.src, win, self.info.nodata)
+        if self.samples is not None:
+            self.elev_by_win[(win.x0, win.y0)] = elev[h : h + win.height, h : h + win.width]
+        dxr, dyr = rasters.cell_sizes_m(self.info, win.y0 - h, win.height + 2 * h)
+        return elev, dxr, dyr
+
+    def run(self, windows, progress, workers: int) -> None:
+        if workers <= 1:
+            for win in windows:
+                progress.check()
+                self.finish(win, self.compute(*self._args(win)), progress, len(windows))
+            return
         pending = deque()
-        elev_by_win = {}
-        done = 0
-
-        def finish(win, result):
-            nonlocal done
-            if samples is not None:  # before the in-place NoData conversion below
-                _collect(samples, result, win, halo, stride, elev_by_win.pop((win.x0, win.y0)))
-            for name, w in writers.items():
-                w.write(_to_file_values(name, result[name], inplace=True), win.x0, win.y0)
-            done += 1
-            if win.x0 + win.width >= info.width:
-                # A whole row of blocks is done: let GDAL compress and release its tiles.
-                for w in writers.values():
-                    w.ds.FlushCache()
-                ds.FlushCache()
-            progress.update(100.0 * done / len(windows))
-
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         try:
             for win in windows:
                 progress.check()
-                elev = rasters.read_window(src, win, info.nodata)
-                if samples is not None:
-                    elev_by_win[(win.x0, win.y0)] = elev[halo : halo + win.height, halo : halo + win.width]
-                dxr, dyr = rasters.cell_sizes_m(info, win.y0 - halo, win.height + 2 * halo)
-                if pool is None:
-                    finish(win, compute(elev, win, dxr, dyr))
-                    continue
-                pending.append((win, pool.submit(compute, elev, win, dxr, dyr)))
-                while len(pending) > max(1, workers):
+                pending.append((win, pool.submit(self.compute, *self._args(win))))
+                while len(pending) > workers:
                     w0, fut = pending.popleft()
-                    finish(w0, fut.result())
+                    self.finish(w0, fut.result(), progress, len(windows))
             while pending:
                 progress.check()
                 w0, fut = pending.popleft()
-                finish(w0, fut.result())
+                self.finish(w0, fut.result(), progress, len(windows))
         finally:
-            if pool is not None:
-                for _, fut in pending:
-                    fut.cancel()
-                pool.shutdown(wait=True)
-        correlation = None
-        if samples is not None:
-            correlation = correlation_table(samples)
-            _write_csv_atomic(correlation_csv, correlation)
-        for w in writers.values():
-            w.commit()
-    except BaseException:
-        for w in writers.values():
-            w.discard()
-        raise
-    progress.info(f"Terrain factors for {info.width} x {info.height} pixels in {time.time() - t0:.1f} s")
-    return {"outputs": dict(outputs), "rdls_window_px": p.rdls_window_px, "correlation": correlation, "params": p}
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+
+    def _args(self, win):
+        elev, dxr, dyr = self.read(win)
+        return elev, win, dxr, dyr
 
 
 def _collect(samples, result, win, halo, stride, elev_core):
@@ -717,18 +729,14 @@ def correlation_table(samples: Mapping[str, Sequence[np.ndarray]]) -> Dict[str, 
     return {"names": names, "matrix": mat, "counts": counts}
 
 
-def _write_csv_atomic(path: str, table) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.partial")
+def _write_csv(path: str, table) -> None:
     names = table["names"]
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["factor"] + names + ["n_pixels"])
         for i, a in enumerate(names):
             row = ["" if not np.isfinite(v) else f"{v:.4f}" for v in table["matrix"][i]]
             w.writerow([a] + row + [int(table["counts"][i, i])])
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- command line
