@@ -77,6 +77,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import labels, rasters, terrain
+from .outputs import OutputSet
 from .errors import LandformError
 from .progress import Progress
 
@@ -357,10 +358,9 @@ def classify_raster(
     ncls = len(params.classes)
     counts = np.zeros(max(ncls, 8), dtype=np.int64)
     table = [(c.code, c.color, c.name) for c in params.classes]
-    with rasters.GeoTiffWriter(
-        out_path, info, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
-        band_names=["landform class (rules)"], color_table=table,
-    ) as writer:
+    with OutputSet(inputs=[dem_path]) as out:
+        writer = out.raster(out_path, info, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
+                            band_names=["landform class (rules)"], color_table=table)
         for i, win in enumerate(windows):
             progress.check()
             dem = rasters.read_window(src, win, info.nodata)
