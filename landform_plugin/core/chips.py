@@ -33,9 +33,7 @@ valid DEM cells with a label.
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -56,9 +54,12 @@ from .rasters import (
     linear_unit_metres,
     mean_cell_size_m,
     open_raster,
+    check_output_path,
+    read_band,
     read_window,
     require_crs,
 )
+from .outputs import OutputSet
 
 # The manifest format lives in train.py, which must import without GDAL (GPU boxes).
 from .train import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: E402,F401  (re-exported)
@@ -206,7 +207,7 @@ def _single_band(ds, band: int):
 
 
 def _to_mem_float(ds, info: RasterInfo):
-    arr = ds.GetRasterBand(info.band).ReadAsArray().astype(np.float32)
+    arr = read_band(ds.GetRasterBand(info.band), path=info.path).astype(np.float32)
     if info.nodata is not None and not math.isnan(info.nodata):
         arr[arr == np.float32(info.nodata)] = np.nan
     mem = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Float32)
@@ -323,7 +324,7 @@ def _raster_labels_on_grid(rds, path: str, grid: Grid):
         )
     if warped is None:
         raise LandformError(f"Could not place the label raster '{path}' on the DEM grid: {gdal.GetLastErrorMsg()}")
-    arr = warped.GetRasterBand(1).ReadAsArray()
+    arr = read_band(warped.GetRasterBand(1), path=path)
     finite = np.isfinite(arr)
     values = np.unique(arr[finite])
     codes = [_code_key(v) for v in values]
@@ -405,7 +406,7 @@ def polygons_on_grid(layer, grid: Grid, key, what: str):
         err = gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
     if err != 0:
         raise LandformError(f"Could not rasterise the {what}: {gdal.GetLastErrorMsg()}")
-    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), keys
+    return read_band(mem.GetRasterBand(1), path=what).astype(np.int32), keys
 
 
 def model_labels(idx: np.ndarray, codes: Sequence[str], mapping: Dict[str, int], dem_valid: np.ndarray, source: str) -> np.ndarray:
@@ -455,25 +456,17 @@ def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
     classes = list(cfg.classes)
     mapping = resolve_mapping(cfg.code_mapping, len(classes))
 
-    out_dir = os.path.abspath(cfg.out_dir)
+    out_dir = check_output_path(cfg.out_dir, cfg.dems + [cfg.labels], folder=True)
     if os.path.exists(out_dir) and os.listdir(out_dir):
         if not cfg.overwrite or not os.path.exists(os.path.join(out_dir, MANIFEST)):
             raise LandformError(f"The chip folder '{out_dir}' exists and is not an empty chip folder; choose another.")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.{uuid.uuid4().hex[:8]}.partial")
-    os.makedirs(os.path.join(tmp, "chips"))
     t0 = time.time()
-    try:
+    with OutputSet(inputs=cfg.dems + [cfg.labels]) as out:
+        tmp = out.folder(out_dir)
+        os.makedirs(os.path.join(tmp, "chips"))
         manifest = _export(cfg, factors, norm, classes, mapping, tmp, progress)
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     progress.info(f"{len(manifest['chips'])} chips of {cs} px written to {out_dir} in {time.time() - t0:.1f} s")
     progress.update(100)
     return manifest
@@ -508,7 +501,7 @@ def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
         sp = progress.sub(100.0 * i / n_dem, 100.0 * (i + 1) / n_dem)
         gi = grid.info
         band = grid.ds.GetRasterBand(1)
-        elev = band.ReadAsArray()
+        elev = read_band(band, path=grid.source)
         dem_valid = np.isfinite(elev)
         del elev
         idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)

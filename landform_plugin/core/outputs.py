@@ -63,9 +63,10 @@ class OutputSet:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
+            first = self._items[0]["final"] if self._items else None
             self.discard()
             if isinstance(exc, OSError):
-                raise os_error_message(exc) from None
+                raise os_error_message(exc, first) from None
             return False
         self.commit()
         return False
@@ -90,7 +91,7 @@ class OutputSet:
             for item in done:  # the run is all or nothing: take back what was already renamed
                 _remove(item["final"], item["folder"])
             self.discard()
-            raise os_error_message(exc) from None
+            raise os_error_message(exc, item["final"]) from None
         self._items = []
 
     def discard(self) -> None:
@@ -110,9 +111,9 @@ def _remove(path: str, folder: bool) -> None:
         os.remove(path)
 
 
-def os_error_message(exc: OSError) -> LandformError:
+def os_error_message(exc: OSError, output: Optional[str] = None) -> LandformError:
     """An OSError from writing an output, as a sentence naming the file and what to do."""
-    where = exc.filename or "an output file"
+    where = exc.filename or output or "an output file"
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
         reason = "No space left on device"
