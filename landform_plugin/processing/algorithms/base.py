@@ -1,12 +1,20 @@
 """Shared behaviour of the provider's algorithms: icon, help, error translation."""
 import os
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterRasterDestination,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ...core.errors import Cancelled, LandformError, MissingDependency
+from ...core.outputs import os_error_message
 from ...core.progress import Progress
+from ...core.rasters import check_output_path
 
 ICON = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "resources", "icon.svg"))
 
@@ -23,8 +31,9 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
     (Not ``run``: that is QgsProcessingAlgorithm's own method, which
     processing.run() calls; a subclass ``run`` would shadow it.)
 
-    ``processAlgorithm`` turns core errors into QgsProcessingException, so the
-    user sees a sentence, never a traceback.
+    ``processAlgorithm`` checks every output location before any work and turns
+    core errors into QgsProcessingException, so the user sees a sentence, never
+    a traceback.
     """
 
     GROUP_ID = "landforms"
@@ -63,11 +72,59 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         try:
+            self.check_destinations(parameters, context)
             return self.process(parameters, context, feedback)
         except Cancelled as exc:
             raise QgsProcessingException(self.tr(f"Cancelled: {exc}. No output was written.")) from None
         except (LandformError, MissingDependency) as exc:
             raise QgsProcessingException(str(exc)) from None
+        except OSError as exc:  # an output the core did not own (e.g. a disk filled up mid-run)
+            raise QgsProcessingException(str(os_error_message(exc))) from None
+
+    def destination_paths(self, parameters, context):
+        """{parameter name: path} of every destination the user set (skipped ones left out)."""
+        out = {}
+        for p in self.destinationParameterDefinitions():
+            if isinstance(p, QgsProcessingParameterRasterDestination):
+                path = self.parameterAsOutputLayer(parameters, p.name(), context)
+            elif isinstance(p, QgsProcessingParameterFileDestination):
+                path = self.parameterAsFileOutput(parameters, p.name(), context)
+            elif isinstance(p, QgsProcessingParameterFolderDestination):
+                path = (self.parameterAsString(parameters, p.name(), context) or "").strip()
+            else:
+                continue
+            if path and path.upper() != "TEMPORARY_OUTPUT" and "://" not in path:
+                out[p.name()] = path
+        return out
+
+    def input_paths(self, parameters, context):
+        """Files behind the input layers and files (an output must not overwrite them)."""
+        paths = []
+        for p in self.parameterDefinitions():
+            if p.isDestination() or p.name() not in parameters:
+                continue
+            kind = p.type()
+            if kind in ("raster", "vector", "layer", "source"):
+                layers = [self.parameterAsLayer(parameters, p.name(), context)]
+            elif kind == "multilayer":
+                layers = self.parameterAsLayerList(parameters, p.name(), context)
+            elif kind == "file":
+                paths.append(self.parameterAsFile(parameters, p.name(), context))
+                continue
+            else:
+                continue
+            paths += [layer.source().partition("|")[0] for layer in layers if layer is not None]
+        return [p for p in paths if p]
+
+    def check_destinations(self, parameters, context) -> None:
+        """Every output location validated before work starts (one helper for all algorithms)."""
+        destinations = self.destination_paths(parameters, context)
+        if not destinations:
+            return
+        inputs = self.input_paths(parameters, context)
+        for name, path in destinations.items():
+            folder = isinstance(self.parameterDefinition(name), QgsProcessingParameterFolderDestination)
+            check_output_path(path, inputs, folder=folder)
 
     def process(self, parameters, context, feedback):
         """The algorithm's body (subclasses implement it, as ``process`` or ``run``)."""
