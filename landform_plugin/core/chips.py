@@ -54,7 +54,9 @@ from .rasters import (
     linear_unit_metres,
     mean_cell_size_m,
     open_raster,
+    READ_HINT,
     check_output_path,
+    open_dataset,
     read_band,
     read_window,
     require_crs,
@@ -276,14 +278,12 @@ def labels_on_grid(labels: str, grid: Grid, label_field: Optional[str] = None):
     if not labels:
         raise LandformError("No labels were given.")
     path, layer_name = _split_layer(labels)
-    with _quiet_gdal():
-        rds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY) if not label_field else None
+    rds = open_dataset(path, gdal.OF_RASTER) if not label_field else None
     if rds is not None and rds.RasterCount > 0:
         return _raster_labels_on_grid(rds, path, grid)
-    with _quiet_gdal():
-        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+    vds = open_dataset(path, gdal.OF_VECTOR)
     if vds is None:
-        raise LandformError(f"Cannot open the labels '{labels}' as a raster or a vector layer.")
+        raise LandformError(f"Cannot open the labels '{labels}' as a raster or a vector layer. {READ_HINT}")
     return _vector_labels_on_grid(vds, path, layer_name, label_field, grid)
 
 

@@ -33,7 +33,7 @@ from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
 from .outputs import OutputSet
 from .progress import Progress
-from .rasters import _quiet_gdal, check_output_path, mean_cell_size_m, open_raster, read_band, require_crs
+from .rasters import READ_HINT, check_output_path, open_dataset, mean_cell_size_m, open_raster, read_band, require_crs
 
 
 @dataclass
@@ -156,10 +156,9 @@ def _write_outputs(result: EvalResult, cm, names, classified: str, reference: st
 def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
     """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
     path, layer_name = _split_layer(zones)
-    with _quiet_gdal():
-        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
+    vds = open_dataset(path, gdal.OF_VECTOR)
     if vds is None:
-        raise LandformError(f"Cannot open the zones '{zones}' as a vector layer.")
+        raise LandformError(f"Cannot open the zones '{zones}' as a vector layer. {READ_HINT}")
     layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
     if layer is None:
         raise LandformError(f"'{path}' has no layer {layer_name or ''}.")

@@ -89,18 +89,9 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     """Open ``path`` read-only and check ``band``; raise LandformError with a clear message."""
     if not path:
         raise LandformError("No raster was given.")
-    gdal.ErrorReset()
-    reason = ""
-    with _quiet_gdal():
-        try:
-            ds = gdal.Open(str(path), gdal.GA_ReadOnly)
-        except RuntimeError as exc:  # gdal.UseExceptions() is on (richdem and some plugins turn it on)
-            ds, reason = None, str(exc)
+    ds = open_dataset(path, gdal.OF_RASTER)
     if ds is None:
-        reason = reason or gdal.GetLastErrorMsg() or "not a raster GDAL can read"
-        if os.path.isfile(str(path)) and os.path.getsize(str(path)) == 0:
-            reason = "the file is empty (0 bytes)"
-        raise LandformError(f"Cannot open '{path}' as a raster: {reason}. {READ_HINT}")
+        raise LandformError(f"Cannot open '{path}' as a raster: {gdal.GetLastErrorMsg() or 'not a raster GDAL can read'}. {READ_HINT}")
     if ds.RasterCount == 0:
         raise LandformError(f"'{path}' has no raster bands.")
     if not 1 <= int(band) <= ds.RasterCount:
@@ -133,6 +124,47 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     return ds, info
 
 
+def open_dataset(path: str, kinds: int = gdal.OF_RASTER | gdal.OF_VECTOR):
+    """``gdal.OpenEx`` read-only, quiet, and refusing damaged files: one that is empty,
+    one whose directory GDAL could only partly read, a GeoTIFF whose pixel blocks lie
+    past its end (cut short). Returns None when GDAL does not recognise the file."""
+    path = str(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise LandformError(f"Cannot open '{path}': the file is empty (0 bytes). {READ_HINT}")
+    gdal.ErrorReset()
+    with _GdalFailures(gdal.CE_Warning) as noted:
+        try:
+            ds = gdal.OpenEx(path, kinds | gdal.OF_READONLY)
+        except RuntimeError:  # gdal.UseExceptions() is on (richdem and some plugins turn it on)
+            ds = None
+    damage = [m for m in noted.messages if any(w in m for w in _DAMAGE_WORDS)]
+    if damage:
+        raise LandformError(f"'{path}' is damaged ({damage[0].strip()}). {READ_HINT}")
+    if ds is not None and ds.GetDriver().ShortName == "GTiff" and ds.RasterCount:
+        _check_tiff_blocks(ds, path)
+    return ds
+
+
+def _check_tiff_blocks(ds, path: str, max_blocks: int = 200_000) -> None:
+    """A GeoTIFF cut short still opens; its block table then points past the end of the file."""
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size is None:
+        return
+    b = ds.GetRasterBand(ds.RasterCount)  # band-interleaved files keep the last band last
+    bx, by = b.GetBlockSize()
+    nx, ny = -(-ds.RasterXSize // bx), -(-ds.RasterYSize // by)
+    step = max(1, (nx * ny) // max_blocks)
+    for k in list(range(0, nx * ny, step)) + [nx * ny - 1]:
+        x, y = k % nx, k // nx
+        offset = b.GetMetadataItem(f"BLOCK_OFFSET_{x}_{y}", "TIFF")
+        length = b.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF")
+        if offset and length and int(offset) + int(length) > size:
+            raise LandformError(
+                f"'{path}' is cut short: it is {size} bytes, but its pixel data runs to byte {int(offset) + int(length)}. "
+                f"{READ_HINT}"
+            )
+
+
 def require_crs(info: RasterInfo) -> None:
     """Terrain measures need metres: refuse rasters whose CRS is unknown."""
     if not info.has_crs:
@@ -142,6 +174,8 @@ def require_crs(info: RasterInfo) -> None:
         )
 
 
+# GDAL's words, on opening, for a file whose directory or tags were cut off.
+_DAMAGE_WORDS = ("IO error", "Read error", "Cannot read TIFF directory", "truncated", "Incorrect count")
 READ_HINT = (
     "Check that the file is complete and a raster GDAL reads (gdalinfo -checksum); "
     "if it was cut short, export or download it again."
@@ -308,13 +342,15 @@ def require_some_data(ds: gdal.Dataset, info: RasterInfo) -> None:
 
 class _GdalFailures:
     """Collect GDAL's CE_Failure messages (a full disk shows up only here: FlushCache
-    and closing return nothing in GDAL 3.6) while keeping stderr quiet."""
+    and closing return nothing in GDAL 3.6) while keeping stderr quiet; with
+    ``min_class`` CE_Warning also the warnings (a file cut short warns on opening)."""
 
-    def __init__(self):
+    def __init__(self, min_class: int = gdal.CE_Failure):
         self.messages: List[str] = []
+        self.min_class = min_class
 
     def _handler(self, err_class, _err_no, msg):
-        if err_class >= gdal.CE_Failure:
+        if err_class >= self.min_class:
             self.messages.append(str(msg))
 
     def __enter__(self) -> "_GdalFailures":

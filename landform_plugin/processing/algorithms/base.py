@@ -14,7 +14,7 @@ from qgis.PyQt.QtGui import QIcon
 from ...core.errors import Cancelled, LandformError, MissingDependency
 from ...core.outputs import os_error_message
 from ...core.progress import Progress
-from ...core.rasters import check_output_path
+from ...core.rasters import READ_HINT, check_output_path, open_raster
 
 ICON = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "resources", "icon.svg"))
 
@@ -81,6 +81,26 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
         except OSError as exc:  # an output the core did not own (e.g. a disk filled up mid-run)
             raise QgsProcessingException(str(os_error_message(exc))) from None
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        """QGIS's own check, with its "Incorrect parameter value" replaced by what is wrong
+        with the file (missing, empty, not a raster) and what to do."""
+        ok, msg = super().checkParameterValues(parameters, context)
+        if ok:
+            return ok, msg
+        return False, self.unreadable_input(parameters) or msg
+
+    def unreadable_input(self, parameters) -> str:
+        for p in self.parameterDefinitions():
+            if p.type() not in ("raster", "vector", "layer", "multilayer", "source", "file"):
+                continue
+            values = parameters.get(p.name())
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                if isinstance(value, str) and value:
+                    why = _why_unreadable(value.partition("|")[0], p.type())
+                    if why:
+                        return why
+        return ""
+
     def destination_paths(self, parameters, context):
         """{parameter name: path} of every destination the user set (skipped ones left out)."""
         out = {}
@@ -129,3 +149,32 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
     def process(self, parameters, context, feedback):
         """The algorithm's body (subclasses implement it, as ``process`` or ``run``)."""
         raise NotImplementedError
+
+
+def _why_unreadable(path: str, kind: str) -> str:
+    """Why QGIS could not load ``path`` as a layer, in a sentence ("" if it looks fine or is no file)."""
+    if not os.path.splitext(path)[1] and os.sep not in path:
+        return ""  # a layer id or name, not a file
+    if not os.path.exists(path):
+        return f"The input file '{path}' does not exist; choose an existing file."
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return f"The input file '{path}' is empty (0 bytes). {READ_HINT}"
+    if kind == "raster":
+        try:
+            open_raster(path)
+        except LandformError as exc:
+            return str(exc)
+        return ""
+    if kind in ("vector", "layer", "source", "multilayer"):
+        from osgeo import gdal
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            ds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_VECTOR | gdal.OF_READONLY)
+        except RuntimeError:
+            ds = None
+        finally:
+            gdal.PopErrorHandler()
+        if ds is None:
+            return f"Cannot open '{path}' as a raster or a vector layer. {READ_HINT}"
+    return ""
