@@ -63,8 +63,8 @@ from .rasters import (
 )
 from .outputs import OutputSet
 
-# The manifest format lives in train.py, which must import without GDAL (GPU boxes).
-from .train import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: E402,F401  (re-exported)
+# The manifest format lives in chipset.py, which must import without GDAL (GPU boxes).
+from .chipset import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: E402,F401  (re-exported)
 _UNLABELLED = -2147483648  # int32 sentinel for "no label here"
 
 

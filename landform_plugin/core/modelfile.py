@@ -270,7 +270,7 @@ def write_safetensors(tmp: str, tensors: dict, metadata: dict, final: str) -> No
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    from .rasters import write_failure
+    from .outputs import write_failure
 
     try:
         save_file(tensors, tmp, metadata=metadata)

@@ -6,10 +6,8 @@ Why here and not in each algorithm: the checks users hit first (wrong band,
 no CRS, non-numeric data, all NoData) and the output conventions (tiled,
 compressed, exact georeferencing, atomic rename) must be the same everywhere.
 """
-import errno
 import math
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -18,6 +16,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import LandformError
+from .outputs import check_output_path, replace_with_sidecar, write_failure  # noqa: F401 (check_output_path re-exported)
 
 # Tiled GeoTIFF with ZSTD level 1: compression measured as ~85 % of
 # terrain-factor CPU time; ZSTD-1 is ~3x faster than DEFLATE for files within
@@ -364,25 +363,14 @@ class _GdalFailures:
         return isinstance(exc, RuntimeError)
 
 
-def write_failure(path: str, reason: str) -> LandformError:
-    """The user-facing error for an output that could not be written."""
-    low = reason.lower()
-    if "no space" in low or "disk full" in low:
-        what = "the disk is full: free some space or choose another folder"
-    elif "read-only" in low or "permission" in low:
-        what = "the folder is not writable: choose a folder you can write to"
-    else:
-        what = "check that the folder is writable and has free space"
-    return LandformError(f"Could not write '{path}' ({reason}); {what}. No output was kept.")
-
-
 class GeoTiffWriter:
     """Write a GeoTIFF under a temporary name and rename it into place on success.
 
     On an exception (including ``Cancelled``) the temporary file is deleted, so a
     cancelled or failed run never leaves an output that looks complete. Failed
-    writes (a full disk) raise LandformError. ``tmp_path`` lets
-    ``outputs.OutputSet`` choose the temporary name and do the renaming itself.
+    writes (a full disk) raise LandformError. With ``outputs`` (an
+    ``outputs.OutputSet``) the set names the temporary file and commits it
+    together with the run's other outputs.
     """
 
     def __init__(
@@ -398,14 +386,15 @@ class GeoTiffWriter:
         width: Optional[int] = None,
         height: Optional[int] = None,
         geotransform: Optional[Sequence[float]] = None,
-        tmp_path: Optional[str] = None,
+        outputs=None,
     ):
         self.path = str(path)
-        if tmp_path is None:
+        if outputs is not None:  # an outputs.OutputSet: it renames (or deletes) this file with the others
+            self.tmp_path = outputs.file(self.path, writer=self)
+        else:
             check_output_path(self.path)
             folder = os.path.dirname(os.path.abspath(self.path))
-            tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
-        self.tmp_path = tmp_path
+            self.tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
         opts = list(options or GTIFF_OPTIONS)
         if bands > 1:
             opts.append("INTERLEAVE=BAND")
@@ -482,70 +471,6 @@ def _set_color_table(band: gdal.Band, color_table) -> None:
     band.SetRasterColorTable(ct)
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     band.SetCategoryNames(names)
-
-
-def replace_with_sidecar(tmp: str, path: str) -> None:
-    """Move ``tmp`` onto ``path``; GTiff keeps category names (and other PAM metadata)
-    in a side-car .aux.xml: move it with the file, or the class names are lost."""
-    for stale in (path, path + ".aux.xml"):
-        if os.path.isfile(stale):
-            os.remove(stale)
-    os.replace(tmp, path)
-    if os.path.exists(tmp + ".aux.xml"):
-        os.replace(tmp + ".aux.xml", path + ".aux.xml")
-
-
-# ----------------------------------------------------------------------------- output locations
-
-
-def check_output_path(path: str, inputs: Sequence[str] = (), folder: bool = False) -> str:
-    """Check before any work that ``path`` can be written: its folder exists (or is
-    created) and is a writable folder, it is not an input, and (``folder``) it is not
-    a file. Returns the absolute path; raises LandformError saying what to change."""
-    if not path:
-        raise LandformError("No output file was given.")
-    out = os.path.abspath(str(path))
-    if os.path.isdir(out) and not folder:
-        raise LandformError(f"The output '{out}' is a folder; give a file name inside it.")
-    if folder and os.path.exists(out) and not os.path.isdir(out):
-        raise LandformError(f"The output folder '{out}' is a file; choose a folder.")
-    for src in inputs:
-        src = str(src or "").partition("|")[0]
-        if src and os.path.exists(src) and os.path.exists(out) and os.path.samefile(src, out):
-            raise LandformError(f"The output '{out}' is also an input; choose another output name (the input would be overwritten).")
-    parent = os.path.dirname(out)
-    _ensure_folder(parent, out)
-    _probe_writable(parent, out)
-    return out
-
-
-def _ensure_folder(parent: str, out: str) -> None:
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise LandformError(
-            f"Cannot write '{out}': '{existing}' is a file, not a folder. Choose an output in a folder."
-        )
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise LandformError(
-            f"Cannot create the folder '{parent}' for '{out}' ({exc.strerror}); choose a folder you can write to."
-        ) from None
-
-
-def _probe_writable(parent: str, out: str) -> None:
-    """os.access says yes to root on a read-only mount; only writing tells."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".landform_probe_", dir=parent)
-    except OSError as exc:
-        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
-        raise LandformError(
-            f"Cannot write '{out}': the folder '{parent}' is not writable ({why}). Choose a folder you can write to."
-        ) from None
-    os.close(fd)
-    os.remove(probe)
 
 
 def read_array(path: str, band: int = 1) -> np.ndarray:

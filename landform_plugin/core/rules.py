@@ -359,8 +359,8 @@ def classify_raster(
     counts = np.zeros(max(ncls, 8), dtype=np.int64)
     table = [(c.code, c.color, c.name) for c in params.classes]
     with OutputSet(inputs=[dem_path]) as out:
-        writer = out.raster(out_path, info, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
-                            band_names=["landform class (rules)"], color_table=table)
+        writer = rasters.GeoTiffWriter(out_path, info, outputs=out, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
+                                        band_names=["landform class (rules)"], color_table=table)
         for i, win in enumerate(windows):
             progress.check()
             dem = rasters.read_window(src, win, info.nodata)

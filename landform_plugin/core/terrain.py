@@ -612,7 +612,8 @@ def derive_terrain_factors(
     t0 = time.time()
     correlation = None
     with OutputSet(inputs=[dem_path]) as out:
-        writers = {name: out.raster(outputs[name], info, **_writer_options(name)) for name in FACTOR_NAMES if name in outputs}
+        writers = {name: rasters.GeoTiffWriter(outputs[name], info, outputs=out, **_writer_options(name))
+                   for name in FACTOR_NAMES if name in outputs}
         table_tmp = out.file(correlation_csv) if correlation_csv else None
         blocks = _FactorBlocks(ds, info, names, p, halo, writers, _sample_stride(info, max_samples) if table_tmp else 0)
         blocks.run(windows, progress, workers)

@@ -1,0 +1,106 @@
+"""A chip folder as training reads it: the manifest, the chips, the split (numpy only).
+
+Written by core.chips (with GDAL) and read here without it, so a chip folder can
+be copied to a GPU machine that has torch and numpy but no GDAL or QGIS.
+"""
+import json
+import os
+from typing import List, Tuple
+
+import numpy as np
+
+from .errors import LandformError
+
+FORMAT = "landform-chips"
+VERSION = 1
+MANIFEST = "manifest.json"
+EXPORT_AGAIN = "export the chips again (Train landform model, or 'python -m landform_plugin.core chips')"
+
+
+def read_manifest(chip_dir: str) -> dict:
+    """Load and check a chip folder's manifest (json only: no GDAL needed)."""
+    path = os.path.join(chip_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise LandformError(f"'{chip_dir}' is not a chip folder (no {MANIFEST}); export chips first.")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            m = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise LandformError(f"The chip manifest '{path}' cannot be read ({exc}); {EXPORT_AGAIN}.") from None
+    if m.get("format") != FORMAT:
+        raise LandformError(f"'{path}' is not a landform chip manifest.")
+    if int(m.get("version", 0)) > VERSION:
+        raise LandformError(f"'{path}' was written by a newer version of the plugin (format {m.get('version')}).")
+    if not m.get("chips"):
+        raise LandformError(f"The chip folder '{chip_dir}' holds no chips.")
+    return m
+
+
+class ChipSet:
+    """Chips listed in a manifest, loaded on demand with numpy."""
+
+    def __init__(self, chip_dir: str, manifest: dict, ids: List[int], augment: bool, seed: int):
+        self.dir = chip_dir
+        self.items = [manifest["chips"][i] for i in ids]
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        x, y = self._load(item["x"]), self._load(item["y"])
+        if self.augment:
+            x, y = augment_pair(x, y, np.random.default_rng([self.seed, self.epoch, i]))
+        return x.astype(np.float32, copy=False), y.astype(np.int64)
+
+    def _load(self, name: str) -> np.ndarray:
+        path = os.path.join(self.dir, name)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            why = "is missing" if not os.path.exists(path) else f"cannot be read ({exc})"
+            raise LandformError(f"The chip '{path}' {why}; {EXPORT_AGAIN}.") from None
+
+    def batches(self, batch_size: int, shuffle: bool):
+        """Batches in a per-epoch seeded order. When shuffling (training) a trailing batch of
+        a single chip is left out (BatchNorm cannot train on one sample with a 1x1 map, as in
+        ASPP's pooling branch); the next epoch's order differs, so every chip is still used."""
+        order = np.arange(len(self))
+        if shuffle:
+            order = np.random.default_rng([self.seed, 7919, self.epoch]).permutation(len(self))
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            if shuffle and len(idx) == 1 and batch_size > 1:
+                return
+            xs, ys = zip(*(self[int(i)] for i in idx))
+            yield np.stack(xs), np.stack(ys)
+
+
+def split_chips(n: int, val_fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """Random train / validation indices (seeded); at least one chip in each."""
+    if not 0 < val_fraction < 1:
+        raise LandformError(f"The validation share must be between 0 and 1, not {val_fraction}.")
+    n_val = int(round(n * val_fraction))
+    if n < 2 or n_val < 1 or n - n_val < 1:
+        raise LandformError(
+            f"Too few chips for a validation split: {n} chip(s) with a validation share of {val_fraction:g} "
+            f"leaves {n_val} for validation and {n - n_val} for training. Export more chips (a smaller chip size, "
+            "more or larger DEMs, a lower minimum labelled share) or change the validation share."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
+
+
+def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """Random horizontal/vertical flip and 90-degree rotation of a (C,H,W) / (H,W) pair."""
+    k = int(rng.integers(0, 4))
+    if k:
+        x = np.rot90(x, k, axes=(1, 2))
+        y = np.rot90(y, k, axes=(0, 1))
+    if rng.random() < 0.5:
+        x = x[:, :, ::-1]
+        y = y[:, ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
