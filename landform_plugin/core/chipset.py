@@ -45,6 +45,8 @@ class ChipSet:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        size = int(manifest.get("chip_size", 0))
+        self.shape = (len(manifest.get("input_factors", [])), size, size)
 
     def __len__(self):
         return len(self.items)
@@ -52,6 +54,10 @@ class ChipSet:
     def __getitem__(self, i):
         item = self.items[i]
         x, y = self._load(item["x"]), self._load(item["y"])
+        for name, arr, want in ((item["x"], x, self.shape), (item["y"], y, self.shape[1:])):
+            if all(want) and tuple(arr.shape) != want:
+                raise LandformError(f"The chip '{os.path.join(self.dir, name)}' has shape {tuple(arr.shape)}, not {want} "
+                                    f"as its manifest says; {EXPORT_AGAIN}.")
         if self.augment:
             x, y = augment_pair(x, y, np.random.default_rng([self.seed, self.epoch, i]))
         return x.astype(np.float32, copy=False), y.astype(np.int64)

@@ -59,10 +59,10 @@ class OutputSet:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            first = self._items[0]["final"] if self._items else None
+            where = self._final_for(getattr(exc, "filename", None))
             self.discard()
             if isinstance(exc, OSError):
-                raise os_error_message(exc, first) from None
+                raise os_error_message(exc, where) from None
             return False
         self.commit()
         return False
@@ -90,6 +90,13 @@ class OutputSet:
             raise os_error_message(exc, item["final"]) from None
         self._items = []
 
+    def _final_for(self, filename: Optional[str]) -> Optional[str]:
+        """The output the user named for a temporary ``filename`` (else ``filename``, else the first output)."""
+        for item in self._items:
+            if filename and (filename == item["tmp"] or str(filename).startswith(item["tmp"] + os.sep)):
+                return item["final"]
+        return filename or (self._items[0]["final"] if self._items else None)
+
     def discard(self) -> None:
         """Delete every temporary output (on failure and cancel)."""
         for item in self._items:
@@ -109,7 +116,7 @@ def _remove(path: str, folder: bool) -> None:
 
 def os_error_message(exc: OSError, output: Optional[str] = None) -> LandformError:
     """An OSError from writing an output, as a sentence naming the file and what to do."""
-    where = exc.filename or output or "an output file"
+    where = output or exc.filename or "an output file"
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
         reason = "No space left on device"
