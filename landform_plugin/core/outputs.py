@@ -77,17 +77,17 @@ class OutputSet:
             self.discard()
             raise
         done = []
-        try:
-            for item in self._items:
+        for item in self._items:
+            try:
                 if item["folder"] and os.path.isdir(item["final"]):
                     shutil.rmtree(item["final"])
                 replace_with_sidecar(item["tmp"], item["final"])
-                done.append(item)
-        except OSError as exc:
-            for item in done:  # all or nothing: take back what was already renamed
-                _remove(item["final"], item["folder"])
-            self.discard()
-            raise os_error_message(exc, item["final"]) from None
+            except OSError as exc:
+                for renamed in done:  # all or nothing: take back what was already renamed
+                    _remove(renamed["final"], renamed["folder"])
+                self.discard()
+                raise os_error_message(exc, item["final"]) from None
+            done.append(item)
         self._items = []
 
     def _final_for(self, filename: Optional[str]) -> Optional[str]:
