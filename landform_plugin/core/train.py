@@ -44,30 +44,16 @@ import numpy as np
 from . import devices, metrics, modelfile
 from .chipset import FORMAT, MANIFEST, VERSION, ChipSet, augment_pair, read_manifest, split_chips  # noqa: F401 (re-exported)
 from .errors import Cancelled, LandformError
+from .nets.registry import PRESETS, resolve_architecture  # noqa: F401 (re-exported)
 from .outputs import OutputSet, check_output_path
 from .progress import Progress
-
-
-# Named presets: the paper's Table 3 models plus light backbones for CPU users.
-PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
-    "fcn_resnet50": ("fcn_resnet", "resnet50"),
-    "fcn_resnet101": ("fcn_resnet", "resnet101"),
-    "fcn_resnet34": ("fcn_resnet", "resnet34"),
-    "fcn_resnet18": ("fcn_resnet", "resnet18"),
-    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
-    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
-    "unet": ("unet", None),
-    "attention_unet": ("attention_unet", None),
-    "fcn8s": ("fcn8s", None),
-}
-DEFAULT_BACKBONE = {"fcn_resnet": "resnet50", "deeplabv3": "resnet101", "unet": "none", "attention_unet": "none", "fcn8s": "vgg16"}
 
 
 @dataclass
 class TrainConfig:
     chips: str
     out: str
-    architecture: str = "fcn_resnet"  # registry name or a PRESETS key
+    architecture: str = "fcn_resnet"  # registry name or a nets.registry.PRESETS key
     backbone: Optional[str] = None  # None: the architecture's default (resnet50 for fcn_resnet)
     multichannel: str = "stack"  # stack | per_factor
     norm: str = "batch"
@@ -107,22 +93,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers (numpy only)
-
-
-def resolve_architecture(architecture: str, backbone: Optional[str]) -> Tuple[str, str]:
-    arch = architecture
-    if architecture in PRESETS:
-        arch, preset_backbone = PRESETS[architecture]
-        if backbone is None:
-            backbone = preset_backbone
-    if backbone is None:
-        backbone = DEFAULT_BACKBONE.get(arch)
-    if backbone is None:
-        from .nets.registry import get_architecture
-
-        a = get_architecture(arch)
-        backbone = a.backbones[0] if a.backbones else "none"
-    return arch, backbone
 
 
 def paper_class_weights(counts, cap: Optional[float] = None, nodata_class: int = 0) -> np.ndarray:

@@ -28,6 +28,7 @@ class Architecture:
     # Options the builder accepts beyond the common ones, with their defaults
     # (stored in a model file's spec as "arch_options").
     default_options: Dict[str, object] = field(default_factory=dict)
+    default_backbone: str = ""  # "": the first of ``backbones``
 
 
 def _fcn_resnet(*args, **kwargs):
@@ -43,6 +44,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
         backbones=("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny"),
         description="Yang et al. (2023) FCN-ResNet: ResNet encoder, layer2-4 into a light FCN-8s-style decoder",
         default_options={"norm": "batch", "decoder_channels": 256},
+        default_backbone="resnet50",
     ),
 }
 
@@ -146,6 +148,36 @@ ARCHITECTURES.update(
             backbones=("resnet50", "resnet101"),
             description="DeepLabv3 (Chen et al. 2017), dilated ResNet, ASPP, auxiliary FCN head for training",
             default_options={"norm": "batch", "aux": True},
+            default_backbone="resnet101",
         ),
     }
 )
+
+
+# Named presets: the paper's Table 3 models plus light backbones for CPU users.
+PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
+    "fcn_resnet50": ("fcn_resnet", "resnet50"),
+    "fcn_resnet101": ("fcn_resnet", "resnet101"),
+    "fcn_resnet34": ("fcn_resnet", "resnet34"),
+    "fcn_resnet18": ("fcn_resnet", "resnet18"),
+    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
+    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
+    "unet": ("unet", None),
+    "attention_unet": ("attention_unet", None),
+    "fcn8s": ("fcn8s", None),
+}
+
+
+def default_backbone(architecture: str) -> str:
+    a = get_architecture(architecture)
+    return a.default_backbone or (a.backbones[0] if a.backbones else "none")
+
+
+def resolve_architecture(architecture: str, backbone: Optional[str]) -> Tuple[str, str]:
+    """(registry name, backbone) for a registry name or a preset; ``backbone`` None: the default."""
+    arch = architecture
+    if architecture in PRESETS:
+        arch, preset_backbone = PRESETS[architecture]
+        if backbone is None:
+            backbone = preset_backbone
+    return arch, backbone if backbone is not None else default_backbone(arch)
