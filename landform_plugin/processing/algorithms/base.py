@@ -98,7 +98,7 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
                 if isinstance(value, str) and value:
                     why = _why_unreadable(value.partition("|")[0], p.type())
                     if why:
-                        return why
+                        return f"{p.description()} ({p.name()}): {why}"
         return ""
 
     def destination_paths(self, parameters, context):
