@@ -7,27 +7,22 @@ full and read-only disks are small tmpfs mounts (the tests run as root; elsewher
 cases skip, saying why)."""
 import os
 
-import numpy as np
 import pytest
 import torch
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-from landform_plugin.core import rules
 
 from .. import hostile
 
 
 @pytest.fixture(scope="module")
-def files(dems, tmp_path_factory):
+def files(dems, rule_area, tmp_path_factory):
     """Good and broken inputs shared by the cases (read-only for them)."""
     d = tmp_path_factory.mktemp("hostile_in")
-    dem = str(d / "dem.tif")
-    gdal.Translate(dem, dems["bigtujunga"], srcWin=[500, 100, 256, 256])
-    labels = str(d / "labels.tif")
-    rules.classify_raster(dem, labels)
+    labels = rule_area["labels"]
     return {
-        "dem": dem,
+        "dem": rule_area["dem"],
         "labels": labels,
         "truncated": hostile.truncated(dems["fortworth"], d / "truncated.tif"),
         "truncated_labels": hostile.truncated(labels, d / "truncated_labels.tif"),
