@@ -474,73 +474,17 @@ def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
 
 def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
     cs = int(cfg.chip_size)
-    chips = []
-    sources = []
+    chips, sources = [], []
     totals = np.zeros(len(classes), dtype=np.int64)
-    grids = []
-    for i, dem in enumerate(cfg.dems):
-        progress.check()
-        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
-        gi = grid.info
-        if cs > gi.width or cs > gi.height:
-            raise LandformError(
-                f"The chip size ({cs} px) is larger than the DEM '{dem}' ({gi.width} x {gi.height} px at "
-                f"{grid.pixel_size_m:.1f} m): choose a smaller chip size (or a finer pixel size)."
-            )
-        grids.append(grid)
+    grids = _grids(cfg, progress)
     ps_all = [g.pixel_size_m for g in grids]
-    if max(ps_all) > 1.05 * min(ps_all):
-        progress.info(
-            "Warning: the DEMs have different cell sizes ("
-            + ", ".join(f"{p:.1f}" for p in ps_all)
-            + " m); give a pixel size to train at one resolution."
-        )
     pixel_size_m = float(cfg.pixel_size_m) if cfg.pixel_size_m else float(np.median(ps_all))
     n_dem = len(grids)
     for i, grid in enumerate(grids):
         sp = progress.sub(100.0 * i / n_dem, 100.0 * (i + 1) / n_dem)
-        gi = grid.info
-        band = grid.ds.GetRasterBand(1)
-        elev = read_band(band, path=grid.source)
-        dem_valid = np.isfinite(elev)
-        del elev
-        idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)
-        lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
-        del idx
-        lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
-        sp.update(10)
-        halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
-        wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
-        kept = 0
-        for k, win in enumerate(wins):
-            sp.check()
-            y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-            labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-            if labelled.mean() < cfg.min_labelled:
-                sp.update(10 + 90 * (k + 1) / len(wins))
-                continue
-            raw = read_window(band, win, None)
-            dx, dy = _window_cell_sizes(gi, win)
-            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
-            cid = f"{len(chips):06d}"
-            np.save(os.path.join(tmp, "chips", f"{cid}_x.npy"), x.astype(np.float32, copy=False))
-            np.save(os.path.join(tmp, "chips", f"{cid}_y.npy"), np.ascontiguousarray(y, dtype=np.uint8))
-            counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=len(classes))[: len(classes)]
-            totals += counts
-            chips.append({
-                "id": cid, "x": f"chips/{cid}_x.npy", "y": f"chips/{cid}_y.npy", "source": i,
-                "window": [win.x0, win.y0, cs, cs], "class_counts": counts.tolist(),
-                "ignored": int((y == IGNORE_INDEX).sum()),
-            })
-            kept += 1
-            sp.update(10 + 90 * (k + 1) / len(wins))
-        sources.append({
-            "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
-            "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
-            "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
-            "label_codes_found": sorted(set(codes)),
-        })
-        progress.info(f"{os.path.basename(grid.source)}: {kept} of {len(wins)} chips kept")
+        source = _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals, sp)
+        sources.append(source)
+        progress.info(f"{os.path.basename(grid.source)}: {source['chips']} of {source['candidate_windows']} chips kept")
     if not chips:
         raise LandformError(
             f"No chip of {cs} px has at least {100 * cfg.min_labelled:.0f} % labelled DEM pixels: the labels may not "
@@ -564,6 +508,77 @@ def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
         "sources": sources,
         "class_counts": totals.tolist(),
         "chips": chips,
+    }
+
+
+def _grids(cfg, progress) -> List[Grid]:
+    """Every DEM on its processing grid, checked against the chip size."""
+    cs = int(cfg.chip_size)
+    grids = []
+    for dem in cfg.dems:
+        progress.check()
+        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
+        gi = grid.info
+        if cs > gi.width or cs > gi.height:
+            raise LandformError(
+                f"The chip size ({cs} px) is larger than the DEM '{dem}' ({gi.width} x {gi.height} px at "
+                f"{grid.pixel_size_m:.1f} m): choose a smaller chip size (or a finer pixel size)."
+            )
+        grids.append(grid)
+    ps_all = [g.pixel_size_m for g in grids]
+    if max(ps_all) > 1.05 * min(ps_all):
+        progress.info(
+            "Warning: the DEMs have different cell sizes ("
+            + ", ".join(f"{p:.1f}" for p in ps_all)
+            + " m); give a pixel size to train at one resolution."
+        )
+    return grids
+
+
+def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals, sp) -> dict:
+    """Label DEM ``i`` on its grid, cut and save its chips (appended to ``chips``); returns its source entry."""
+    cs = int(cfg.chip_size)
+    gi = grid.info
+    band = grid.ds.GetRasterBand(1)
+    dem_valid = np.isfinite(read_band(band, path=grid.source))
+    idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)
+    lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
+    del idx
+    lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
+    sp.update(10)
+    halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
+    wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
+    kept = 0
+    for k, win in enumerate(wins):
+        sp.check()
+        y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+        labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+        if labelled.mean() >= cfg.min_labelled:
+            raw = read_window(band, win, None)
+            dx, dy = _window_cell_sizes(gi, win)
+            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
+            chips.append(_save_chip(tmp, len(chips), i, win, x, y, len(classes)))
+            totals += chips[-1]["class_counts"]
+            kept += 1
+        sp.update(10 + 90 * (k + 1) / len(wins))
+    return {
+        "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
+        "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
+        "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
+        "label_codes_found": sorted(set(codes)),
+    }
+
+
+def _save_chip(tmp, n, source, win, x, y, n_classes) -> dict:
+    cid = f"{n:06d}"
+    cs = win.width
+    np.save(os.path.join(tmp, "chips", f"{cid}_x.npy"), x.astype(np.float32, copy=False))
+    np.save(os.path.join(tmp, "chips", f"{cid}_y.npy"), np.ascontiguousarray(y, dtype=np.uint8))
+    counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=n_classes)[:n_classes]
+    return {
+        "id": cid, "x": f"chips/{cid}_x.npy", "y": f"chips/{cid}_y.npy", "source": source,
+        "window": [win.x0, win.y0, cs, cs], "class_counts": counts.tolist(),
+        "ignored": int((y == IGNORE_INDEX).sum()),
     }
 
 

@@ -429,105 +429,119 @@ def window_raster_box(win: "rasters.Window", width: int, height: int) -> Tuple[i
 
 
 def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarray]:
+    res: Dict[str, np.ndarray] = {}
+    if any(k in names for k in ("slope", "aspect", "hillshade")):
+        res.update(_horn_factors(views, dx, dy, names, p))
+    if any(k in names for k in CURVATURES):
+        res.update(_curvatures(views, dx, dy, names))
+    return res
+
+
+def _horn_factors(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarray]:
+    """Slope, aspect and hillshade from Horn's (1981) 3x3 gradient, as gdaldem computes them."""
     z0, z1, z2, z3, z4, z5, z6, z7, z8 = views
     f32 = np.float32
     res: Dict[str, np.ndarray] = {}
-    need_horn = any(k in names for k in ("slope", "aspect", "hillshade"))
-    if need_horn:
-        # Horn sums in float32 in gdaldem's order (matters for near-flat aspect).
-        left = z0 + z3
-        left += z3
-        left += z6
-        right = z2 + z5
-        right += z5
-        right += z8
-        top = z0 + z1
-        top += z1
-        top += z2
-        bottom = z6 + z7
-        bottom += z7
-        bottom += z8
-        ew = right - left  # 8 * dx * dz/dx (east positive)
-        ns = top - bottom  # 8 * dy * dz/dy (north positive)
-        del left, right, top, bottom
-        gx = ew * (1.0 / (8.0 * dx)).astype(f32)
-        gy = ns * (1.0 / (8.0 * dy)).astype(f32)
-        if "slope" in names or "hillshade" in names:
-            g2 = gx * gx
-            g2 += gy * gy
-        if "slope" in names:
-            s = np.sqrt(g2)
-            np.arctan(s, out=s)
-            s *= f32(180.0 / math.pi)
-            res["slope"] = s
-        if "aspect" in names:
-            # gdaldem: atan2(dy, -dx) with dy = bottom - top, dx = right - left.
-            # Unscaled sums on square cells, exactly as gdaldem; else y scaled by dx/dy.
-            ratio = dx / dy
-            yy = np.negative(ns) if np.all(ratio == 1.0) else ns * (-ratio).astype(f32)
-            with np.errstate(invalid="ignore"):
-                a = np.arctan2(yy, np.negative(ew))
-                del yy
-                a *= f32(180.0 / math.pi)
-                np.subtract(f32(90.0), a, out=a)  # gdaldem: 90 - a, or 450 - a where a > 90
-                a += (a < 0) * f32(360.0)
-                a -= (a == 360.0) * f32(360.0)
-                a[(ew == 0) & (ns == 0)] = f32(ASPECT_FLAT)
-            res["aspect"] = a
-        if "hillshade" in names:
-            alt = math.radians(p.altitude)
-            az = math.radians(p.azimuth)
-            num = gx * f32(math.cos(alt) * math.sin(az))
-            num += gy * f32(math.cos(alt) * math.cos(az))
-            np.subtract(f32(math.sin(alt)), num, out=num)
-            g2 += 1.0
-            np.sqrt(g2, out=g2)
-            num /= g2
-            np.maximum(num, f32(0.0), out=num)  # 1 in shadow (cos <= 0), as gdaldem
-            num *= f32(254.0)
-            num += f32(1.0)
-            res["hillshade"] = num
-    curv = [k for k in names if k in CURVATURES]
-    if curv:
-        half = f32(0.5)
-        D = (z3 + z5) * half
-        D -= z4
-        D *= (1.0 / (dx * dx)).astype(f32)
-        E = (z1 + z7) * half
-        E -= z4
-        E *= (1.0 / (dy * dy)).astype(f32)
-        if "curvature" in names:
-            c = D + E
-            c *= f32(-200.0)
-            res["curvature"] = c
-        if "profile_curvature" in names or "plan_curvature" in names:
-            F = z2 - z0
-            F += z6
-            F -= z8
-            F *= (0.25 / (dx * dy)).astype(f32)
-            G = (z5 - z3) * (0.5 / dx).astype(f32)
-            H = (z1 - z7) * (0.5 / dy).astype(f32)
-            G2 = G * G
-            H2 = H * H
-            FGH = F * G
-            FGH *= H
-            s2 = G2 + H2
-            # Zero gradient: G = H = 0 make the numerators exactly 0, so the
-            # tiny floor gives 0 there (richdem's value) without masks.
-            np.maximum(s2, f32(1e-30), out=s2)
-            scale = f32(-200.0) / s2
-            if "profile_curvature" in names:
-                pr = D * G2
-                pr += E * H2
-                pr += FGH
-                pr *= scale
-                res["profile_curvature"] = pr
-            if "plan_curvature" in names:
-                pl = D * H2
-                pl += E * G2
-                pl -= FGH
-                pl *= scale
-                res["plan_curvature"] = pl
+    # Horn sums in float32 in gdaldem's order (matters for near-flat aspect).
+    left = z0 + z3
+    left += z3
+    left += z6
+    right = z2 + z5
+    right += z5
+    right += z8
+    top = z0 + z1
+    top += z1
+    top += z2
+    bottom = z6 + z7
+    bottom += z7
+    bottom += z8
+    ew = right - left  # 8 * dx * dz/dx (east positive)
+    ns = top - bottom  # 8 * dy * dz/dy (north positive)
+    del left, right, top, bottom
+    gx = ew * (1.0 / (8.0 * dx)).astype(f32)
+    gy = ns * (1.0 / (8.0 * dy)).astype(f32)
+    if "slope" in names or "hillshade" in names:
+        g2 = gx * gx
+        g2 += gy * gy
+    if "slope" in names:
+        s = np.sqrt(g2)
+        np.arctan(s, out=s)
+        s *= f32(180.0 / math.pi)
+        res["slope"] = s
+    if "aspect" in names:
+        # gdaldem: atan2(dy, -dx) with dy = bottom - top, dx = right - left.
+        # Unscaled sums on square cells, exactly as gdaldem; else y scaled by dx/dy.
+        ratio = dx / dy
+        yy = np.negative(ns) if np.all(ratio == 1.0) else ns * (-ratio).astype(f32)
+        with np.errstate(invalid="ignore"):
+            a = np.arctan2(yy, np.negative(ew))
+            del yy
+            a *= f32(180.0 / math.pi)
+            np.subtract(f32(90.0), a, out=a)  # gdaldem: 90 - a, or 450 - a where a > 90
+            a += (a < 0) * f32(360.0)
+            a -= (a == 360.0) * f32(360.0)
+            a[(ew == 0) & (ns == 0)] = f32(ASPECT_FLAT)
+        res["aspect"] = a
+    if "hillshade" in names:
+        alt = math.radians(p.altitude)
+        az = math.radians(p.azimuth)
+        num = gx * f32(math.cos(alt) * math.sin(az))
+        num += gy * f32(math.cos(alt) * math.cos(az))
+        np.subtract(f32(math.sin(alt)), num, out=num)
+        g2 += 1.0
+        np.sqrt(g2, out=g2)
+        num /= g2
+        np.maximum(num, f32(0.0), out=num)  # 1 in shadow (cos <= 0), as gdaldem
+        num *= f32(254.0)
+        num += f32(1.0)
+        res["hillshade"] = num
+    return res
+
+
+def _curvatures(views, dx, dy, names) -> Dict[str, np.ndarray]:
+    """Surface, profile and plan curvature (Zevenbergen & Thorne 1987), 1/(100 m), convex positive."""
+    z0, z1, z2, z3, z4, z5, z6, z7, z8 = views
+    f32 = np.float32
+    res: Dict[str, np.ndarray] = {}
+    half = f32(0.5)
+    D = (z3 + z5) * half
+    D -= z4
+    D *= (1.0 / (dx * dx)).astype(f32)
+    E = (z1 + z7) * half
+    E -= z4
+    E *= (1.0 / (dy * dy)).astype(f32)
+    if "curvature" in names:
+        c = D + E
+        c *= f32(-200.0)
+        res["curvature"] = c
+    if "profile_curvature" in names or "plan_curvature" in names:
+        F = z2 - z0
+        F += z6
+        F -= z8
+        F *= (0.25 / (dx * dy)).astype(f32)
+        G = (z5 - z3) * (0.5 / dx).astype(f32)
+        H = (z1 - z7) * (0.5 / dy).astype(f32)
+        G2 = G * G
+        H2 = H * H
+        FGH = F * G
+        FGH *= H
+        s2 = G2 + H2
+        # Zero gradient: G = H = 0 make the numerators exactly 0, so the
+        # tiny floor gives 0 there (richdem's value) without masks.
+        np.maximum(s2, f32(1e-30), out=s2)
+        scale = f32(-200.0) / s2
+        if "profile_curvature" in names:
+            pr = D * G2
+            pr += E * H2
+            pr += FGH
+            pr *= scale
+            res["profile_curvature"] = pr
+        if "plan_curvature" in names:
+            pl = D * H2
+            pl += E * G2
+            pl -= FGH
+            pl *= scale
+            res["plan_curvature"] = pl
     return res
 
 

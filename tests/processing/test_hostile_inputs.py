@@ -12,7 +12,6 @@ import torch
 from osgeo import gdal
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-
 from .. import hostile
 
 
