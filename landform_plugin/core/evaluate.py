@@ -27,7 +27,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import metrics
-from .chips import Grid, _split_layer, labels_on_grid, model_labels, polygons_on_grid, resolve_mapping
+from .layers import Grid, labels_on_grid, model_labels, polygons_on_grid, resolve_mapping, split_layer
 from .errors import LandformError
 from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
@@ -155,7 +155,7 @@ def _write_outputs(result: EvalResult, cm, names, classified: str, reference: st
 
 def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
     """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
-    path, layer_name = _split_layer(zones)
+    path, layer_name = split_layer(zones)
     vds = open_dataset(path, gdal.OF_VECTOR)
     if vds is None:
         raise LandformError(f"Cannot open the zones '{zones}' as a vector layer. {READ_HINT}")
@@ -271,7 +271,7 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from .chips import parse_mapping
+    from .layers import parse_mapping
 
     d = args.out_dir
     res = evaluate(

@@ -28,8 +28,8 @@ minus the lowest elevation in a square *local window* centred on the cell.
 
 Why these windows
 -----------------
-The paper gives no window; RDLS studies in China commonly use 2-5 km^2
-(../shared/GUIDE.md section 2). The default local window is the low end,
+The paper gives no window; RDLS studies in China commonly use 2-5 km^2.
+The default local window is the low end,
 2 km^2, i.e. a square of side sqrt(2) km = 1414 m (15-17 cells of a 3" SRTM
 DEM, 47 cells of a 30 m DEM). Larger windows reach across the incised valleys
 of low-relief plains: with a 4 km^2 window the Fort Worth prairie (a plain
@@ -60,7 +60,7 @@ Implementation
 --------------
 Block by block with a halo (bounded memory: a few 512 x 512 blocks plus halo),
 relief by ``terrain.rdls_filter`` (running max/min by repeated doubling,
-../shared/GUIDE.md section 9: 3-4x faster than scipy's maximum_filter1d). The percentile of the
+measured 3-4x faster than scipy's maximum_filter1d). The percentile of the
 surrounding window is computed on block means of s x s cells, with s chosen so
 that the window spans about 15 such cells, aligned to the raster's origin (so
 the result does not depend on the block layout), and interpolated bilinearly

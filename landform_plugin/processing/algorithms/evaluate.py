@@ -82,7 +82,7 @@ class EvaluateAlgorithm(LandformAlgorithm):
 
     def process(self, parameters, context, feedback):
         from ...core import evaluate as ev
-        from ...core.chips import parse_mapping
+        from ...core.layers import parse_mapping
 
         classified = layer_file(self.parameterAsRasterLayer(parameters, self.INPUT, context), "classified raster")
         ref_layer = self.parameterAsLayer(parameters, self.REFERENCE, context)
