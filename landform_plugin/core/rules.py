@@ -40,7 +40,7 @@ The surface window (500 m, 0.25 km^2) is smaller than the local window because
 platform tops are often narrower than 1.4 km (mesas, river terraces, dissected
 tablelands): with flatness tested in the 2 km^2 window and the raised test
 above, the Zion plateaus got ~0 % platform and the whole collection 0.3 %
-(../shared/GUIDE.md section 8), against 10.5 % in the paper's sample. With the
+(measured), against 10.5 % in the paper's sample. With the
 500 m surface window (native 3" grids): Zion 7.5 %, Dead Sea / Moab tableland
 13.5 %, Fort Worth 12.6 %, San Gabriel Mountains 0.2 %; over the chips of the
 default model's 13 training DEMs (90 m) 11.6 %.
