@@ -10,7 +10,7 @@ import math
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -477,8 +477,3 @@ def read_array(path: str, band: int = 1) -> np.ndarray:
     """Read a whole band (for tests and small rasters)."""
     ds, info = open_raster(path, band)
     return read_band(ds.GetRasterBand(band), path=info.path)
-
-
-def iter_chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:
-    for start in range(0, total, size):
-        yield start, min(size, total - start)

@@ -96,16 +96,6 @@ FACTOR_NAMES = ("slope", "aspect", "hillshade", "rdls", "curvature", "profile_cu
 THREE_BY_THREE = ("slope", "aspect", "hillshade", "curvature", "profile_curvature", "plan_curvature")
 CURVATURES = ("curvature", "profile_curvature", "plan_curvature")
 
-FACTOR_UNITS = {
-    "slope": "degrees",
-    "aspect": "degrees clockwise from north; -1 = flat",
-    "hillshade": "1-255 illumination (0 = NoData)",
-    "rdls": "metres (max - min elevation in the window)",
-    "curvature": "1/(100 m); positive = convex",
-    "profile_curvature": "1/(100 m); positive = convex",
-    "plan_curvature": "1/(100 m); positive = convex",
-}
-
 NODATA = -9999.0  # Float32 outputs
 HILLSHADE_NODATA = 0  # Byte hillshade, as gdaldem
 ASPECT_FLAT = -1.0
