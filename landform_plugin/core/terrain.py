@@ -89,6 +89,7 @@ import numpy as np
 
 from . import rasters
 from .outputs import OutputSet
+from .schema import add_cli_options, from_cli, option
 from .errors import LandformError
 from .progress import Progress
 
@@ -112,10 +113,11 @@ Number = Union[int, float]
 class FactorParams:
     """Parameters of the factors; defaults are gdaldem's (azimuth 315, altitude 45)."""
 
-    z_factor: float = 1.0
-    azimuth: float = 315.0
-    altitude: float = 45.0
-    rdls_window_m: float = DEFAULT_RDLS_WINDOW_M
+    z_factor: float = option(1.0, "Z_FACTOR", "Z-factor (elevation multiplier)", minimum=0.0, maximum=1e6)
+    rdls_window_m: float = option(DEFAULT_RDLS_WINDOW_M, "RDLS_WINDOW", "RDLS window side [m]", minimum=0.0, maximum=1e7)
+    azimuth: float = option(315.0, "AZIMUTH", "Hillshade sun azimuth [degrees clockwise from north]",
+                            minimum=0.0, maximum=360.0, advanced=True)
+    altitude: float = option(45.0, "ALTITUDE", "Hillshade sun altitude [degrees]", minimum=0.0, maximum=90.0, advanced=True)
     # (rows, cols), both odd; None = derive from rdls_window_m and the cell size.
     rdls_window_px: Optional[Tuple[int, int]] = None
 
@@ -753,10 +755,7 @@ def register_cli(subparsers) -> None:
     ap.add_argument("outdir", help="folder for <factor>.tif outputs")
     ap.add_argument("--band", type=int, default=1)
     ap.add_argument("--factors", default=",".join(FACTOR_NAMES), help="comma-separated subset of " + ",".join(FACTOR_NAMES))
-    ap.add_argument("--z-factor", type=float, default=1.0)
-    ap.add_argument("--azimuth", type=float, default=315.0)
-    ap.add_argument("--altitude", type=float, default=45.0)
-    ap.add_argument("--rdls-window-m", type=float, default=DEFAULT_RDLS_WINDOW_M)
+    add_cli_options(ap, FactorParams)
     ap.add_argument("--correlation", default=None, help="write the factor correlation table (CSV) here")
     ap.add_argument("--workers", type=int, default=2)
     ap.set_defaults(func=_cli)
@@ -766,7 +765,7 @@ def _cli(args) -> int:
     names = [n.strip() for n in args.factors.split(",") if n.strip()]
     _check_names(names)
     outputs = {n: os.path.join(args.outdir, f"{n}.tif") for n in names}
-    params = FactorParams(args.z_factor, args.azimuth, args.altitude, args.rdls_window_m)
+    params = from_cli(FactorParams, args)
     res = derive_terrain_factors(
         args.dem, outputs, band=args.band, params=params, correlation_csv=args.correlation,
         progress=Progress(log=print), workers=args.workers,

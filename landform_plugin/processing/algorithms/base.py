@@ -1,9 +1,15 @@
 """Shared behaviour of the provider's algorithms: icon, help, error translation."""
 import os
+from typing import Sequence
 
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterDestination,
@@ -14,6 +20,7 @@ from qgis.PyQt.QtGui import QIcon
 from ...core.errors import Cancelled, LandformError, MissingDependency
 from ...core.outputs import os_error_message
 from ...core.progress import Progress
+from ...core.schema import options
 from ...core.rasters import READ_HINT, check_output_path, open_raster
 
 ICON = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "resources", "icon.svg"))
@@ -69,6 +76,34 @@ class LandformAlgorithm(QgsProcessingAlgorithm):
             is_cancelled=feedback.isCanceled,
             log=feedback.pushInfo,
         )
+
+    def add_options(self, cls, only: Sequence[str] = ()) -> None:
+        """Processing parameters for the ``core.schema`` options of ``cls`` (``only``: these fields)."""
+        for name, default, opt in options(cls):
+            if opt.processing and (not only or name in only):
+                p = _parameter(opt, default, self.tr)
+                if opt.advanced:
+                    p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+                self.addParameter(p)
+
+    def read_options(self, cls, parameters, context, only: Sequence[str] = ()) -> dict:
+        """{field: value} of the ``core.schema`` options of ``cls`` as the user set them."""
+        out = {}
+        for name, _default, opt in options(cls):
+            if not opt.processing or (only and name not in only):
+                continue
+            if opt.kind == "bool":
+                value = self.parameterAsBoolean(parameters, opt.key, context)
+            elif opt.kind == "choice":
+                value = opt.choices[self.parameterAsEnum(parameters, opt.key, context)]
+            elif opt.kind == "int":
+                value = self.parameterAsInt(parameters, opt.key, context)
+            elif opt.kind == "float":
+                value = self.parameterAsDouble(parameters, opt.key, context)
+            else:
+                value = (self.parameterAsString(parameters, opt.key, context) or "").strip() or None
+            out[name] = None if opt.zero_means_none and not value else value
+        return out
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         try:
@@ -178,3 +213,22 @@ def _why_unreadable(path: str, kind: str) -> str:
         if ds is None:
             return f"Cannot open '{path}' as a raster or a vector layer. {READ_HINT}"
     return ""
+
+
+def _parameter(opt, default, tr):
+    """The Processing parameter for one ``core.schema.Option``."""
+    label = tr(opt.label)
+    if opt.kind == "bool":
+        return QgsProcessingParameterBoolean(opt.key, label, bool(default))
+    if opt.kind == "choice":
+        labels = [tr(t) for t in (opt.choice_labels or opt.choices)]
+        return QgsProcessingParameterEnum(opt.key, label, labels, False, list(opt.choices).index(default))
+    if opt.kind in ("int", "float"):
+        number = QgsProcessingParameterNumber.Type.Integer if opt.kind == "int" else QgsProcessingParameterNumber.Type.Double
+        value = 0 if default is None and opt.zero_means_none else default
+        lo = opt.minimum if opt.minimum is not None else -1e12
+        hi = opt.maximum if opt.maximum is not None else 1e12
+        if opt.kind == "int":
+            value, lo, hi = int(value), int(lo), int(hi)
+        return QgsProcessingParameterNumber(opt.key, label, number, value, False, lo, hi)
+    return QgsProcessingParameterString(opt.key, label, default, optional=True)
