@@ -79,6 +79,7 @@ HOLDOUT_DEMS = {
 TRAIN_ARGS = dict(
     architecture="fcn_resnet",
     backbone="resnet18",
+    multichannel="stack",  # what the bundled model was trained with (TrainConfig's default is now per_factor)
     norm="batch",
     arch_options={"decoder_channels": 128},
     lr=1e-3,

@@ -3,6 +3,8 @@ import contextlib
 
 from .errors import LandformError, import_torch
 
+CHOICES = ("auto", "cpu", "cuda")  # what the Processing algorithms offer; the command line also takes cuda:N
+
 
 def resolve_device(device: str = "auto"):
     """'auto' (CUDA when PyTorch sees a GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""

@@ -86,7 +86,11 @@ def add_cli_options(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = 
 
 def from_cli(cls, args: argparse.Namespace, **fixed):
     """An instance of ``cls`` from parsed options (unset ones keep the dataclass defaults)."""
-    kw = {name: getattr(args, name) for name, _, _ in options(cls) if getattr(args, name, None) is not None}
+    kw = {}
+    for name, _, opt in options(cls):
+        value = getattr(args, name, None)
+        if value is not None:
+            kw[name] = None if opt.zero_means_none and value == 0 else value
     kw.update(fixed)
     return cls(**kw)
 

@@ -44,41 +44,56 @@ import numpy as np
 from . import devices, metrics, modelfile
 from .chipset import FORMAT, MANIFEST, VERSION, ChipSet, augment_pair, read_manifest, split_chips  # noqa: F401 (re-exported)
 from .errors import Cancelled, LandformError
-from .nets.registry import PRESETS, resolve_architecture  # noqa: F401 (re-exported)
+from .nets.registry import MULTICHANNEL_MODES, NORMS, PRESETS, resolve_architecture  # noqa: F401 (re-exported)
 from .outputs import OutputSet, check_output_path
 from .progress import Progress
+from .schema import add_cli_options, from_cli, option
 
 
 @dataclass
 class TrainConfig:
+    """The settings of a training run; each user-facing one declared once (core.schema)
+    for the command line and the Processing algorithm alike."""
+
     chips: str
     out: str
     architecture: str = "fcn_resnet"  # registry name or a nets.registry.PRESETS key
     backbone: Optional[str] = None  # None: the architecture's default (resnet50 for fcn_resnet)
-    multichannel: str = "stack"  # stack | per_factor
-    norm: str = "batch"
+    multichannel: str = option(
+        "per_factor", "MULTICHANNEL", "Several factors", choices=MULTICHANNEL_MODES[::-1], advanced=True,
+        choice_labels=("one encoder per factor (paper)", "stacked channels, one encoder"),
+        help="per_factor: one encoder per factor (the paper's); stack: all factors as channels of one encoder")
+    norm: str = option("batch", "NORM", "Normalisation layers", choices=NORMS, processing=False)
     arch_options: Dict[str, object] = field(default_factory=dict)
     encoder_weights: Optional[str] = None  # local .safetensors with torchvision ResNet weights
-    epochs: int = 50
-    lr: float = 1e-5
-    hold_epochs: int = 20
-    batch_size: Optional[int] = None  # None: 4 for one channel, 2 for several
-    val_fraction: float = 0.2
-    seed: int = 0
-    class_weights: str = "paper"  # paper | none
-    weight_cap: Optional[float] = None
-    augment: bool = False
-    max_iterations: Optional[int] = None  # stop after this many training batches (this run)
-    max_minutes: Optional[float] = None  # stop after this many minutes (this run)
+    epochs: int = option(50, "EPOCHS", "Epochs", minimum=1, maximum=10000, advanced=True)
+    lr: float = option(1e-5, "LR", "Learning rate", minimum=1e-9, maximum=1.0, advanced=True)
+    hold_epochs: int = option(20, "HOLD_EPOCHS", "Epochs at the full learning rate", minimum=0, maximum=10000, advanced=True)
+    batch_size: Optional[int] = option(None, "BATCH_SIZE", "Batch size [chips] (0 = 4 for one factor, 2 for several)",
+                                       kind="int", minimum=0, maximum=1024, advanced=True, zero_means_none=True)
+    val_fraction: float = option(0.2, "VAL_FRACTION", "Validation share", minimum=0.01, maximum=0.9, advanced=True)
+    seed: int = option(0, "SEED", "Random seed", minimum=0, maximum=2**31 - 1, advanced=True)
+    class_weights: str = option("paper", "CLASS_WEIGHTS", "Class weights", choices=("paper", "none"), processing=False,
+                                help="paper: 1 + 1/share of each class")
+    weight_cap: Optional[float] = option(None, "WEIGHT_CAP", "Class weight cap (0 = none)", kind="float", minimum=0.0,
+                                         maximum=1e6, advanced=True, zero_means_none=True, help="e.g. 20")
+    augment: bool = option(False, "AUGMENT", "Flip/rotate augmentation", advanced=True)
+    max_minutes: Optional[float] = option(None, "MAX_MINUTES", "Time limit [minutes] (0 = none)", kind="float",
+                                          minimum=0.0, maximum=1e6, advanced=True, zero_means_none=True)
+    max_iterations: Optional[int] = option(None, "MAX_ITERATIONS", "Iteration limit [batches] (0 = none)", kind="int",
+                                           minimum=0, maximum=10**9, advanced=True, zero_means_none=True)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (CUDA: bf16/fp16; CPU: bf16 only with AVX512-BF16/AMX) | on | off
+    amp: str = option("auto", "AMP", "Mixed precision", choices=("auto", "on", "off"), processing=False,
+                      help="auto: bf16/fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX")
     channels_last: Optional[bool] = None  # None: on for CUDA, off for CPU (slower here)
-    num_workers: int = 0
-    threads: Optional[int] = None
-    keep: str = "last"  # last | best (by validation MIoU)
+    num_workers: int = option(0, "WORKERS", "Background loading threads (0 or 1)", processing=False, flag="--workers")
+    threads: Optional[int] = option(None, "THREADS", "Torch CPU threads", kind="int", processing=False)
+    keep: str = option("last", "KEEP", "Weights to keep", choices=("last", "best"), processing=False,
+                       help="best: the epoch with the highest validation MIoU")
     resume: Optional[str] = None  # checkpoint path, or "auto" for <stem>.checkpoint.safetensors
     checkpoint_every_epoch: bool = True
-    bn_recalibrate: int = 0  # >0: re-estimate BatchNorm statistics over this many training batches at the end
+    bn_recalibrate: int = option(0, "BN_RECALIBRATE", "Re-estimate BatchNorm statistics over N training batches at the end "
+                                 "(0 = off)", minimum=0, maximum=100000, advanced=True)
 
 
 @dataclass
@@ -683,41 +698,19 @@ def register_cli(subparsers) -> None:
                    help="registry name (fcn_resnet, deeplabv3, unet, attention_unet, fcn8s) or preset ("
                    + ", ".join(PRESETS) + ")")
     p.add_argument("--backbone", default=None, help="resnet18/34/50/101 (default: resnet50 for fcn_resnet)")
-    p.add_argument("--multichannel", choices=["stack", "per_factor"], default="stack")
-    p.add_argument("--norm", choices=["batch", "frozen_batch", "group"], default="batch")
     p.add_argument("--encoder-weights", default=None, help="local .safetensors with torchvision ResNet (ImageNet) weights")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--hold-epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=None, help="default 4 (one channel) / 2 (several)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class-weights", choices=["paper", "none"], default="paper")
-    p.add_argument("--weight-cap", type=float, default=None, help="cap on class weights (e.g. 20)")
-    p.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
-    p.add_argument("--max-iterations", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--workers", type=int, default=0, help="background loading threads (0 or 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--keep", choices=["last", "best"], default="last")
     p.add_argument("--resume", default=None, help="checkpoint to resume from ('auto': the one beside --out)")
-    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
-                   help="re-estimate BatchNorm statistics over this many training batches at the end (0 = off)")
+    add_cli_options(p, TrainConfig)
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    cfg = TrainConfig(
-        chips=args.chips, out=args.out, architecture=args.architecture, backbone=args.backbone,
-        multichannel=args.multichannel, norm=args.norm, encoder_weights=args.encoder_weights, epochs=args.epochs,
-        lr=args.lr, hold_epochs=args.hold_epochs, batch_size=args.batch_size, val_fraction=args.val_fraction,
-        seed=args.seed, class_weights=args.class_weights, weight_cap=args.weight_cap, augment=args.augment,
-        max_iterations=args.max_iterations, max_minutes=args.max_minutes, device=args.device, amp=args.amp,
-        channels_last=False if args.no_channels_last else None, num_workers=args.workers, threads=args.threads,
-        keep=args.keep, resume=args.resume, bn_recalibrate=args.bn_recalibrate,
+    cfg = from_cli(
+        TrainConfig, args, chips=args.chips, out=args.out, architecture=args.architecture, backbone=args.backbone,
+        encoder_weights=args.encoder_weights, device=args.device, resume=args.resume,
+        channels_last=False if args.no_channels_last else None,
     )
     last = [-1]
 

@@ -13,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LandformError
-
-NORMS = ("batch", "frozen_batch", "group")
+from .registry import NORMS
 
 
 def _group_norm(num_channels: int) -> nn.GroupNorm:

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional, Tuple
 from ..errors import LandformError
 
 MULTICHANNEL_MODES = ("stack", "per_factor")
+NORMS = ("batch", "frozen_batch", "group")
 
 
 @dataclass(frozen=True)
@@ -154,17 +155,29 @@ ARCHITECTURES.update(
 )
 
 
-# Named presets: the paper's Table 3 models plus light backbones for CPU users.
+# Named presets: the paper's Table 3 models plus light backbones for CPU users, in the
+# order the Processing algorithm lists them (its choices are indices: append only).
 PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
     "fcn_resnet50": ("fcn_resnet", "resnet50"),
     "fcn_resnet101": ("fcn_resnet", "resnet101"),
-    "fcn_resnet34": ("fcn_resnet", "resnet34"),
-    "fcn_resnet18": ("fcn_resnet", "resnet18"),
     "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
-    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
     "unet": ("unet", None),
     "attention_unet": ("attention_unet", None),
     "fcn8s": ("fcn8s", None),
+    "fcn_resnet34": ("fcn_resnet", "resnet34"),
+    "fcn_resnet18": ("fcn_resnet", "resnet18"),
+    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
+}
+PRESET_LABELS = {
+    "fcn_resnet50": "FCN-ResNet50 (paper's model)",
+    "fcn_resnet101": "FCN-ResNet101",
+    "deeplabv3_resnet101": "DeepLabv3-ResNet101",
+    "unet": "U-Net",
+    "attention_unet": "Attention U-Net",
+    "fcn8s": "FCN-8s (VGG16)",
+    "fcn_resnet34": "FCN-ResNet34 (light, for CPUs)",
+    "fcn_resnet18": "FCN-ResNet18 (lightest, for CPUs)",
+    "deeplabv3_resnet50": "DeepLabv3-ResNet50",
 }
 
 

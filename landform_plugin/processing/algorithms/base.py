@@ -228,7 +228,6 @@ def _parameter(opt, default, tr):
         value = 0 if default is None and opt.zero_means_none else default
         lo = opt.minimum if opt.minimum is not None else -1e12
         hi = opt.maximum if opt.maximum is not None else 1e12
-        if opt.kind == "int":
-            value, lo, hi = int(value), int(lo), int(hi)
+        value, lo, hi = (int(value), int(lo), int(hi)) if opt.kind == "int" else (float(value), lo, hi)
         return QgsProcessingParameterNumber(opt.key, label, number, value, False, lo, hi)
     return QgsProcessingParameterString(opt.key, label, default, optional=True)
