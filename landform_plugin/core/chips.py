@@ -34,20 +34,19 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import List, Optional
 
 import numpy as np
 from osgeo import gdal
 
 from . import inputs
-from .chipset import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: F401 (read_manifest re-exported)
+from .chipset import FORMAT, MANIFEST, VERSION, ChipConfig, read_manifest  # noqa: F401 (re-exported)
 from .errors import LandformError
-from .label_strategies import DEFAULT_BUFFER_PX, IGNORE_INDEX, STRATEGIES, apply_strategy
-from .labels import DEFAULT_CLASSES, LandformClass
+from .label_strategies import IGNORE_INDEX, STRATEGIES, apply_strategy
 from .layers import Grid, labels_on_grid, model_labels, parse_mapping, resolve_mapping  # noqa: F401 (parse_mapping re-exported)
 from .outputs import OutputSet
 from .progress import Progress
+from .schema import add_cli_options, from_cli
 from .rasters import (
     RasterInfo,
     Window,
@@ -60,26 +59,6 @@ from .rasters import (
     read_window,
     require_crs,
 )
-
-
-@dataclass
-class ChipConfig:
-    dems: List[str]
-    labels: str
-    out_dir: str
-    label_field: Optional[str] = None  # polygon layers: the attribute holding the class code
-    code_mapping: Optional[Dict[str, Union[int, str]]] = None  # user code -> model class or "ignore"
-    factors: List[str] = field(default_factory=lambda: ["dem"])
-    normalisation: Optional[Dict[str, dict]] = None  # default: inputs.default_normalisation
-    pixel_size_m: Optional[float] = None  # None: each DEM's own cell size
-    chip_size: int = 1024
-    strategy: str = "original"
-    buffer_px: int = DEFAULT_BUFFER_PX
-    seed: int = 0
-    min_labelled: float = 0.5
-    classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    dem_band: int = 1
-    overwrite: bool = True
 
 
 # ----------------------------------------------------------------------------- grids
@@ -310,22 +289,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--field", default=None, help="polygon layers: attribute holding the class code")
     p.add_argument("--mapping", default=None, help="user code -> model class, e.g. '10:1,20:2,30:3,40:4,99:ignore' (default: 0-4 as is)")
     p.add_argument("--factors", default="dem", help="comma-separated input factors (default: dem)")
-    p.add_argument("--pixel-size", type=float, default=None, help="processing pixel size in metres (default: the DEM's)")
-    p.add_argument("--chip-size", type=int, default=1024, help="chip edge in pixels (paper: 1024)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="original", help="boundary labelling strategy (paper Table 4)")
-    p.add_argument("--buffer", type=int, default=DEFAULT_BUFFER_PX, help="boundary buffer in pixels (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-labelled", type=float, default=0.5, help="minimum share of labelled valid pixels per chip")
+    add_cli_options(p, ChipConfig)
     p.add_argument("--out", required=True, help="chip folder to write")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    cfg = ChipConfig(
-        dems=args.dem, labels=args.labels, out_dir=args.out, label_field=args.field,
+    cfg = from_cli(
+        ChipConfig, args, dems=args.dem, labels=args.labels, out_dir=args.out, label_field=args.field,
         code_mapping=parse_mapping(args.mapping), factors=[f.strip() for f in args.factors.split(",") if f.strip()],
-        pixel_size_m=args.pixel_size, chip_size=args.chip_size, strategy=args.strategy, buffer_px=args.buffer,
-        seed=args.seed, min_labelled=args.min_labelled,
     )
     m = export_chips(cfg, Progress(log=print))
     counts = np.asarray(m["class_counts"], dtype=float)

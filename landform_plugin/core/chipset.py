@@ -1,20 +1,54 @@
-"""A chip folder as training reads it: the manifest, the chips, the split (numpy only).
+"""A chip set: how it is cut (``ChipConfig``) and, as training reads it, the
+manifest, the chips and the split (numpy only).
 
 Written by core.chips (with GDAL) and read here without it, so a chip folder can
 be copied to a GPU machine that has torch and numpy but no GDAL or QGIS.
 """
 import json
 import os
-from typing import List, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .errors import LandformError
+from .label_strategies import DEFAULT_BUFFER_PX, STRATEGIES
+from .labels import DEFAULT_CLASSES, LandformClass
+from .schema import option
 
 FORMAT = "landform-chips"
 VERSION = 1
 MANIFEST = "manifest.json"
 EXPORT_AGAIN = "export the chips again (Train landform model, or 'python -m landform_plugin.core chips')"
+
+
+@dataclass
+class ChipConfig:
+    """How chips are cut (core.chips.export_chips); the user-facing settings declared once
+    (core.schema) for the command line and the training algorithm."""
+
+    dems: List[str]
+    labels: str
+    out_dir: str
+    label_field: Optional[str] = None  # polygon layers: the attribute holding the class code
+    code_mapping: Optional[Dict[str, Union[int, str]]] = None  # user code -> model class or "ignore"
+    factors: List[str] = field(default_factory=lambda: ["dem"])
+    normalisation: Optional[Dict[str, dict]] = None  # default: inputs.default_normalisation
+    pixel_size_m: Optional[float] = option(None, "PIXEL_SIZE", "Processing resolution [m] (0 = the DEM's)", kind="float",
+                                           minimum=0.0, maximum=100000.0, zero_means_none=True, flag="--pixel-size")
+    chip_size: int = option(1024, "CHIP_SIZE", "Chip size [pixels, multiple of 32]", minimum=32, maximum=8192,
+                            help="the paper: 1024")
+    strategy: str = option("original", "STRATEGY", "Boundary labelling (paper Table 4)", choices=tuple(STRATEGIES),
+                           choice_labels=("original boundaries", "ignore a buffer around boundaries",
+                                          "random labels in the buffer"))
+    buffer_px: int = option(DEFAULT_BUFFER_PX, "BUFFER", "Boundary buffer [pixels each side]", minimum=1, maximum=100,
+                            flag="--buffer")
+    seed: int = option(0, "SEED", "Random seed", processing=False)  # Processing: the training's seed
+    min_labelled: float = option(0.5, "MIN_LABELLED", "Minimum share of labelled valid pixels per chip", minimum=0.0,
+                                 maximum=1.0, processing=False)
+    classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    dem_band: int = 1
+    overwrite: bool = True
 
 
 def read_manifest(chip_dir: str) -> dict:

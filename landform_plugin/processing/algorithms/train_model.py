@@ -14,7 +14,6 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessing,
 )
@@ -22,12 +21,12 @@ from qgis.core import (
 from ...core.devices import CHOICES as DEVICES
 from ...core.errors import LandformError
 from ...core.nets.registry import PRESET_LABELS, PRESETS
+from ...core.chipset import ChipConfig
 from ...core.train import TrainConfig
 from .base import PAPER_CITATION, LandformAlgorithm
 
 ARCHITECTURES = list(PRESETS)  # Processing shows PRESET_LABELS; indices are stable (presets are only appended)
 FACTORS = ["dem", "slope", "aspect", "hillshade", "rdls", "curvature", "profile_curvature", "plan_curvature"]
-STRATEGIES = ["original", "ignore", "random"]  # core.label_strategies.STRATEGIES (not imported: scipy)
 
 
 def layer_file(layer, what: str) -> str:
@@ -49,10 +48,6 @@ class TrainModelAlgorithm(LandformAlgorithm):
     LABEL_FIELD = "LABEL_FIELD"
     CODE_MAPPING = "CODE_MAPPING"
     FACTORS = "FACTORS"
-    PIXEL_SIZE = "PIXEL_SIZE"
-    CHIP_SIZE = "CHIP_SIZE"
-    STRATEGY = "STRATEGY"
-    BUFFER = "BUFFER"
     ARCHITECTURE = "ARCHITECTURE"
     ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
     SEED = "SEED"
@@ -122,15 +117,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.CODE_MAPPING, self.tr("Class mapping (your code:model class, e.g. 10:1,20:2,99:ignore; empty = 0-4)"), optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.FACTORS, self.tr("Input factors"), FACTORS, True, [0]))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.PIXEL_SIZE, self.tr("Processing resolution [m] (0 = the DEM's)"), QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 100000.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.CHIP_SIZE, self.tr("Chip size [pixels, multiple of 32]"), QgsProcessingParameterNumber.Type.Integer, 1024, False, 32, 8192))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.STRATEGY, self.tr("Boundary labelling (paper Table 4)"),
-            ["original boundaries", "ignore a buffer around boundaries", "random labels in the buffer"], False, 0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BUFFER, self.tr("Boundary buffer [pixels each side]"), QgsProcessingParameterNumber.Type.Integer, 5, False, 1, 100))
+        self.add_options(ChipConfig)
         self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Network"),
                                                      [self.tr(PRESET_LABELS[a]) for a in ARCHITECTURES], False, 0))
         self.addParameter(QgsProcessingParameterFile(
@@ -181,15 +168,12 @@ class TrainModelAlgorithm(LandformAlgorithm):
             chip_dir = os.path.join(tempfile.mkdtemp(prefix="landform_chips_"), "chips")
         factor_idx = self.parameterAsEnums(parameters, self.FACTORS, context) or [0]
         factors = [FACTORS[i] for i in sorted(factor_idx)]
-        px = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
         manifest = chips_mod.export_chips(
-            chips_mod.ChipConfig(
+            ChipConfig(
                 dems=dem_paths, labels=labels, out_dir=chip_dir, label_field=field,
                 code_mapping=chips_mod.parse_mapping(self.parameterAsString(parameters, self.CODE_MAPPING, context)),
-                factors=factors, pixel_size_m=px, chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-                strategy=STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)],
-                buffer_px=self.parameterAsInt(parameters, self.BUFFER, context),
-                seed=self.parameterAsInt(parameters, self.SEED, context),
+                factors=factors, seed=self.parameterAsInt(parameters, self.SEED, context),
+                **self.read_options(ChipConfig, parameters, context),
             ),
             progress.sub(0, 15),
         )
