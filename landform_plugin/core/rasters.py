@@ -353,12 +353,19 @@ class _GdalFailures:
             self.messages.append(str(msg))
 
     def __enter__(self) -> "_GdalFailures":
+        # With gdal.UseExceptions() on (richdem turns it on), closing a dataset that cannot
+        # be written raises inside its destructor, where nothing can catch it: turn it off here.
+        self.exceptions = bool(gdal.GetUseExceptions())
+        if self.exceptions:
+            gdal.DontUseExceptions()
         gdal.PushErrorHandler(self._handler)
         return self
 
     def __exit__(self, exc_type, exc, tb):
         gdal.PopErrorHandler()
-        if isinstance(exc, RuntimeError) and not self.messages:  # gdal.UseExceptions() is on
+        if self.exceptions:
+            gdal.UseExceptions()
+        if isinstance(exc, RuntimeError) and not self.messages:
             self.messages.append(str(exc))
         return isinstance(exc, RuntimeError)
 
@@ -438,6 +445,13 @@ class GeoTiffWriter:
             self.discard()
         return False
 
+    def flush(self) -> None:
+        """Let GDAL write (compress) what it holds; raise LandformError when it could not."""
+        with _GdalFailures() as failures:
+            self.ds.FlushCache()
+        if failures.messages:
+            raise write_failure(self.path, "; ".join(dict.fromkeys(failures.messages)))
+
     def close(self) -> None:
         """Flush and close the temporary file; raise LandformError when GDAL could not write it."""
         if self.ds is None:
@@ -456,7 +470,8 @@ class GeoTiffWriter:
         replace_with_sidecar(self.tmp_path, self.path)
 
     def discard(self) -> None:
-        self.ds = None
+        with _GdalFailures():  # closing a file that cannot be written fails again: it is deleted anyway
+            self.ds = None
         for p in (self.tmp_path, self.tmp_path + ".aux.xml"):
             if os.path.exists(p):
                 os.remove(p)

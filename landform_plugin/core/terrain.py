@@ -663,7 +663,7 @@ class _FactorBlocks:
         if win.x0 + win.width >= self.info.width:
             # A whole row of blocks is done: let GDAL compress and release its tiles.
             for w in self.writers.values():
-                w.ds.FlushCache()
+                w.flush()
             self.ds.FlushCache()
         progress.update(100.0 * self.done / total)
 

@@ -184,3 +184,29 @@ def test_a_chip_of_the_wrong_shape_is_named(area, tmp_path):
     with pytest.raises(LandformError, match="shape") as err:
         train.ChipSet(chip_dir, m, [1], False, 0)[0]
     hostile.assert_clear(err.value, target, "export the chips again")
+
+
+@pytest.mark.parametrize("exceptions", [False, True], ids=["gdal-errors-as-codes", "gdal-exceptions-on"])
+@pytest.mark.parametrize("what", ["terrain", "rules"])
+def test_full_disk_in_the_core(what, exceptions, area, tmp_path):
+    """A disk that fills up mid-run gives 'the disk is full' and keeps nothing, also when another
+    package has turned GDAL's exceptions on (richdem does): there a failed close used to raise
+    inside the dataset's destructor."""
+    from landform_plugin.core import terrain
+
+    was = gdal.GetUseExceptions()
+    (gdal.UseExceptions if exceptions else gdal.DontUseExceptions)()
+    try:
+        with hostile.tmpfs(tmp_path / "full", size="64k") as full:
+            hostile.fill(full)
+            with pytest.raises(LandformError) as err:
+                if what == "terrain":
+                    terrain.derive_terrain_factors(area["dem"], {"slope": os.path.join(full, "slope.tif")},
+                                                   correlation_csv=os.path.join(full, "corr.csv"))
+                else:
+                    rules.classify_raster(area["dem"], os.path.join(full, "rules.tif"))
+            hostile.assert_clear(err.value, full, "disk is full")
+            assert sorted(os.listdir(full)) == ["ballast"]
+            assert bool(gdal.GetUseExceptions()) == exceptions  # the caller's setting is left as it was
+    finally:
+        (gdal.UseExceptions if was else gdal.DontUseExceptions)()
