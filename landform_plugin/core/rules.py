@@ -68,18 +68,18 @@ back to the cells: an approximation of the exact percentile filter that costs
 a few hundredths of it. NoData cells and cells outside the raster are ignored
 in every window; they get class 0.
 """
-import argparse
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
 
 from . import labels, rasters, terrain
-from .outputs import OutputSet
 from .errors import LandformError
+from .outputs import OutputSet
 from .progress import Progress
+from .schema import add_cli_options, from_cli, option
 
 CHENG_CITATION = (
     "Cheng, W., Zhou, C., Li, B., Shen, Y., Zhang, B. (2011). Structure and contents of layered "
@@ -103,19 +103,32 @@ MOUNTAIN_SPLIT_CLASSES: List[labels.LandformClass] = list(labels.DEFAULT_CLASSES
 class RuleParams:
     """Thresholds (m) and windows (m) of the rules; defaults as published (see module doc)."""
 
-    local_window_m: float = 1414.0  # side of the square relief window: 2 km^2
-    plain_max_relief_m: float = 30.0  # plain: relief < this (Cheng et al. 2011)
-    hill_max_relief_m: float = 200.0  # hill: relief < this, mountain >= (Cheng et al. 2011)
-    split_mountains: bool = False  # write the four mountain relief classes (codes 4-7)
-    middle_mountain_relief_m: float = 500.0
-    high_mountain_relief_m: float = 1000.0
-    highest_mountain_relief_m: float = 2500.0
-    platform: bool = True  # detect platforms at all
-    platform_height_m: float = 30.0  # raised by more than this above the surroundings
-    platform_flat_relief_m: float = 30.0  # surface flat: relief in the surface window < this
-    surface_window_m: float = 500.0  # side of the square surface (flatness) window
-    surround_window_m: float = 5000.0  # side of the square surrounding window
-    surround_percentile: float = 10.0  # the surroundings' reference level (percentile)
+    # In the order the Processing algorithm shows them.
+    platform: bool = option(True, "PLATFORM", "Detect platforms")
+    split_mountains: bool = option(False, "SPLIT_MOUNTAINS", "Split mountains into four relief classes (codes 4-7)")
+    # side of the square relief window: 2 km^2
+    local_window_m: float = option(1414.0, "LOCAL_WINDOW", "Local (relief) window side [m]", minimum=0.0, maximum=1e9)
+    # plain: relief < this; hill: relief < this, mountain >= (Cheng et al. 2011)
+    plain_max_relief_m: float = option(30.0, "PLAIN_RELIEF", "Plain: relief below [m]", minimum=0.0, maximum=1e9)
+    hill_max_relief_m: float = option(200.0, "HILL_RELIEF", "Hill: relief below [m] (mountain at or above)", minimum=0.0, maximum=1e9)
+    # raised by more than this above the surroundings
+    platform_height_m: float = option(30.0, "PLATFORM_HEIGHT", "Platform: raised above its surroundings by more than [m]",
+                                      minimum=0.0, maximum=1e9)
+    # surface flat: relief in the surface window < this
+    platform_flat_relief_m: float = option(30.0, "FLAT_RELIEF", "Platform: surface relief below [m]", minimum=0.0,
+                                           maximum=1e9, advanced=True)
+    surface_window_m: float = option(500.0, "SURFACE_WINDOW", "Platform: surface window side [m]", minimum=0.0,
+                                     maximum=1e9, advanced=True)
+    surround_window_m: float = option(5000.0, "SURROUND_WINDOW", "Platform: surrounding window side [m]", minimum=0.0,
+                                      maximum=1e9, advanced=True)
+    surround_percentile: float = option(10.0, "SURROUND_PERCENTILE", "Platform: surroundings level (percentile of elevation)",
+                                        minimum=0.0, maximum=100.0, advanced=True)
+    middle_mountain_relief_m: float = option(500.0, "MIDDLE_RELIEF", "Middle relief mountain from [m]", minimum=0.0,
+                                             maximum=1e9, advanced=True)
+    high_mountain_relief_m: float = option(1000.0, "HIGH_RELIEF", "High relief mountain from [m]", minimum=0.0,
+                                           maximum=1e9, advanced=True)
+    highest_mountain_relief_m: float = option(2500.0, "HIGHEST_RELIEF", "Highest relief mountain from [m]", minimum=0.0,
+                                              maximum=1e9, advanced=True)
 
     def validate(self) -> None:
         for name in ("local_window_m", "surface_window_m", "surround_window_m"):
@@ -376,26 +389,8 @@ def classify_raster(
 # ----------------------------------------------------------------------------- CLI
 
 
-def params_from_args(args: argparse.Namespace) -> RuleParams:
-    kw = {f.name: getattr(args, f.name) for f in fields(RuleParams) if getattr(args, f.name, None) is not None}
-    return RuleParams(**kw)
-
-
-def add_param_args(p: argparse.ArgumentParser) -> None:
-    d = RuleParams()
-    for f in fields(RuleParams):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or isinstance(getattr(d, f.name), bool):
-            if getattr(d, f.name):
-                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=None)
-            else:
-                p.add_argument(flag, dest=f.name, action="store_true", default=None)
-        else:
-            p.add_argument(flag, dest=f.name, type=float, default=None, help=f"default {getattr(d, f.name)}")
-
-
 def _cli(args) -> int:
-    params = params_from_args(args)
+    params = from_cli(RuleParams, args)
     res = classify_raster(args.dem, args.out, params, band=args.band, progress=Progress(log=print))
     for name, share in res["shares"].items():
         print(f"{name:40s} {share:6.2f} %")
@@ -407,5 +402,5 @@ def register_cli(sub) -> None:
     p.add_argument("dem")
     p.add_argument("out")
     p.add_argument("--band", type=int, default=1)
-    add_param_args(p)
+    add_cli_options(p, RuleParams)
     p.set_defaults(func=_cli)
