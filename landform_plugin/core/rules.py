@@ -99,6 +99,10 @@ MOUNTAIN_SPLIT_CLASSES: List[labels.LandformClass] = list(labels.DEFAULT_CLASSES
 ]
 
 
+def _metres(default: float, key: str, label: str, advanced: bool = False):
+    return option(default, key, label, minimum=0.0, maximum=1e9, advanced=advanced)
+
+
 @dataclass
 class RuleParams:
     """Thresholds (m) and windows (m) of the rules; defaults as published (see module doc)."""
@@ -107,28 +111,21 @@ class RuleParams:
     platform: bool = option(True, "PLATFORM", "Detect platforms")
     split_mountains: bool = option(False, "SPLIT_MOUNTAINS", "Split mountains into four relief classes (codes 4-7)")
     # side of the square relief window: 2 km^2
-    local_window_m: float = option(1414.0, "LOCAL_WINDOW", "Local (relief) window side [m]", minimum=0.0, maximum=1e9)
+    local_window_m: float = _metres(1414.0, "LOCAL_WINDOW", "Local (relief) window side [m]")
     # plain: relief < this; hill: relief < this, mountain >= (Cheng et al. 2011)
-    plain_max_relief_m: float = option(30.0, "PLAIN_RELIEF", "Plain: relief below [m]", minimum=0.0, maximum=1e9)
-    hill_max_relief_m: float = option(200.0, "HILL_RELIEF", "Hill: relief below [m] (mountain at or above)", minimum=0.0, maximum=1e9)
+    plain_max_relief_m: float = _metres(30.0, "PLAIN_RELIEF", "Plain: relief below [m]")
+    hill_max_relief_m: float = _metres(200.0, "HILL_RELIEF", "Hill: relief below [m] (mountain at or above)")
     # raised by more than this above the surroundings
-    platform_height_m: float = option(30.0, "PLATFORM_HEIGHT", "Platform: raised above its surroundings by more than [m]",
-                                      minimum=0.0, maximum=1e9)
+    platform_height_m: float = _metres(30.0, "PLATFORM_HEIGHT", "Platform: raised above its surroundings by more than [m]")
     # surface flat: relief in the surface window < this
-    platform_flat_relief_m: float = option(30.0, "FLAT_RELIEF", "Platform: surface relief below [m]", minimum=0.0,
-                                           maximum=1e9, advanced=True)
-    surface_window_m: float = option(500.0, "SURFACE_WINDOW", "Platform: surface window side [m]", minimum=0.0,
-                                     maximum=1e9, advanced=True)
-    surround_window_m: float = option(5000.0, "SURROUND_WINDOW", "Platform: surrounding window side [m]", minimum=0.0,
-                                      maximum=1e9, advanced=True)
+    platform_flat_relief_m: float = _metres(30.0, "FLAT_RELIEF", "Platform: surface relief below [m]", True)
+    surface_window_m: float = _metres(500.0, "SURFACE_WINDOW", "Platform: surface window side [m]", True)
+    surround_window_m: float = _metres(5000.0, "SURROUND_WINDOW", "Platform: surrounding window side [m]", True)
     surround_percentile: float = option(10.0, "SURROUND_PERCENTILE", "Platform: surroundings level (percentile of elevation)",
                                         minimum=0.0, maximum=100.0, advanced=True)
-    middle_mountain_relief_m: float = option(500.0, "MIDDLE_RELIEF", "Middle relief mountain from [m]", minimum=0.0,
-                                             maximum=1e9, advanced=True)
-    high_mountain_relief_m: float = option(1000.0, "HIGH_RELIEF", "High relief mountain from [m]", minimum=0.0,
-                                           maximum=1e9, advanced=True)
-    highest_mountain_relief_m: float = option(2500.0, "HIGHEST_RELIEF", "Highest relief mountain from [m]", minimum=0.0,
-                                              maximum=1e9, advanced=True)
+    middle_mountain_relief_m: float = _metres(500.0, "MIDDLE_RELIEF", "Middle relief mountain from [m]", True)
+    high_mountain_relief_m: float = _metres(1000.0, "HIGH_RELIEF", "High relief mountain from [m]", True)
+    highest_mountain_relief_m: float = _metres(2500.0, "HIGHEST_RELIEF", "Highest relief mountain from [m]", True)
 
     def validate(self) -> None:
         for name in ("local_window_m", "surface_window_m", "surround_window_m"):
