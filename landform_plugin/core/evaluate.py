@@ -33,7 +33,18 @@ from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
 from .outputs import OutputSet
 from .progress import Progress
+from .schema import add_cli_options, from_cli, option
 from .rasters import READ_HINT, check_output_path, open_dataset, mean_cell_size_m, open_raster, read_band, require_crs
+
+
+@dataclass
+class EvalOptions:
+    """How the reference is read, declared once (core.schema) for the command line and Processing."""
+
+    reference_field: Optional[str] = option(None, "REFERENCE_FIELD", "Class field (polygon reference)", kind="str",
+                                            flag="--field", help="attribute holding the class code")
+    code_mapping: Optional[str] = option(None, "CODE_MAPPING", "Class mapping (reference code:class, e.g. 10:1,20:2; "
+                                         "empty = 0-4)", kind="str", flag="--mapping")
 
 
 @dataclass
@@ -262,8 +273,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="PA, MIoU and confusion matrix of a class raster against a reference map")
     p.add_argument("--classified", required=True, help="class raster (band 1: classes 0-4)")
     p.add_argument("--reference", required=True, help="reference raster of class codes, or polygon layer (with --field)")
-    p.add_argument("--field", default=None, help="polygon reference: attribute holding the class code")
-    p.add_argument("--mapping", default=None, help="reference code -> class, e.g. '10:1,20:2' (default: 0-4 as is)")
+    add_cli_options(p, EvalOptions)
     p.add_argument("--zones", default=None, help="optional polygon layer: evaluate each zone too")
     p.add_argument("--zone-field", default=None, help="zone name attribute (default: feature id)")
     p.add_argument("--out-dir", required=True, help="folder for confusion.csv, confusion.png, zones.csv, report.html")
@@ -274,8 +284,10 @@ def _cli(args) -> int:
     from .layers import parse_mapping
 
     d = args.out_dir
+    opts = from_cli(EvalOptions, args)
     res = evaluate(
-        args.classified, args.reference, args.field, parse_mapping(args.mapping), zones=args.zones, zone_field=args.zone_field,
+        args.classified, args.reference, opts.reference_field, parse_mapping(opts.code_mapping), zones=args.zones,
+        zone_field=args.zone_field,
         confusion_csv=os.path.join(d, "confusion.csv"), confusion_png=os.path.join(d, "confusion.png"),
         report=os.path.join(d, "report.html"), zones_csv=os.path.join(d, "zones.csv"), progress=Progress(log=print),
     )

@@ -122,3 +122,17 @@ def test_nothing_shipped_points_outside_the_repository():
 
 # Files being rewritten elsewhere at the same time (they still carry such references).
 OTHER_OWNERS = {"landform_plugin/core/inputs.py", "landform_plugin/core/tiling.py", "landform_plugin/core/predict.py"}
+
+
+def test_the_algorithms_load_without_torch_or_scipy():
+    """The provider must list its algorithms in a QGIS whose Python lacks torch or scipy
+    (they are needed only when an algorithm that uses them runs)."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['scipy'] = None\n"
+        "from landform_plugin.processing.algorithms import algorithm_classes\n"
+        "print(len([cls() for cls in algorithm_classes()]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(PKG.parent), timeout=120,
+                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "5"

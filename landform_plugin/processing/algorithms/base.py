@@ -32,6 +32,19 @@ PAPER_CITATION = (
 )
 
 
+def layer_file(layer, what: str) -> str:
+    """The file GDAL/OGR can read behind a QGIS layer ('path|layername=x' for vector layers)."""
+    if layer is None:
+        raise LandformError(f"No {what} was given, or it could not be loaded.")
+    provider = layer.providerType()
+    if provider not in ("gdal", "ogr"):
+        raise LandformError(
+            f"The {what} '{layer.name()}' is a '{provider}' layer; save it to a file (GeoTIFF, GeoPackage, "
+            "Shapefile) first so it can be read without QGIS."
+        )
+    return layer.source()
+
+
 class LandformAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses set name/displayName/group and implement ``process``.
 

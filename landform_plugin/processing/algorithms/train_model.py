@@ -23,23 +23,10 @@ from ...core.errors import LandformError
 from ...core.nets.registry import PRESET_LABELS, PRESETS
 from ...core.chipset import ChipConfig
 from ...core.train import TrainConfig
-from .base import PAPER_CITATION, LandformAlgorithm
+from .base import PAPER_CITATION, LandformAlgorithm, layer_file
 
 ARCHITECTURES = list(PRESETS)  # Processing shows PRESET_LABELS; indices are stable (presets are only appended)
 FACTORS = ["dem", "slope", "aspect", "hillshade", "rdls", "curvature", "profile_curvature", "plan_curvature"]
-
-
-def layer_file(layer, what: str) -> str:
-    """The file GDAL/OGR can read behind a QGIS layer ('path|layername=x' for vector layers)."""
-    if layer is None:
-        raise LandformError(f"No {what} was given, or it could not be loaded.")
-    provider = layer.providerType()
-    if provider not in ("gdal", "ogr"):
-        raise LandformError(
-            f"The {what} '{layer.name()}' is a '{provider}' layer; save it to a file (GeoTIFF, GeoPackage, "
-            "Shapefile) first so it can be read without QGIS."
-        )
-    return layer.source()
 
 
 class TrainModelAlgorithm(LandformAlgorithm):
