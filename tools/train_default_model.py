@@ -234,7 +234,7 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     step = train.Step(torch.device("cpu"), int(manifest["num_classes"]), int(manifest.get("ignore_index", 255)))
     train.recalibrate_batchnorm(model, train.ChipSet(chip_dir, manifest, train_ids, True, 123), batches, batch_size,
                                 step, Progress())
-    cm = train.validate(model, train.ChipSet(chip_dir, manifest, val_ids, False, 0), step, batch_size, Progress())[0]
+    cm = train.evaluate_chips(model, train.ChipSet(chip_dir, manifest, val_ids, False, 0), step, batch_size, Progress())[0]
     scores = metrics.scores(cm, [c["name"] for c in manifest["classes"]])
     log(f"after BatchNorm re-estimation: validation PA {100 * scores.pa:.2f} %, MIoU {100 * scores.miou:.2f} %")
     return model, spec, scores

@@ -290,7 +290,7 @@ class Step:
         return loss, cm, int(n_valid)
 
 
-def validate(model, chipset: ChipSet, step: Step, batch_size: int, progress: Progress, workers: int = 0):
+def evaluate_chips(model, chipset: ChipSet, step: Step, batch_size: int, progress: Progress, workers: int = 0):
     """Confusion matrix and summed loss over ``chipset``, always in eval mode (BatchNorm
     with running statistics, as classification runs). Returns (cm, loss_sum, pixels)."""
     import torch
@@ -364,7 +364,7 @@ class Trainer:
         self.setup()
         try:
             for epoch in range(self.start_epoch, self.cfg.epochs):
-                self.end_epoch(epoch, *self.train_epoch(epoch))
+                self.end_epoch(epoch, self.train_epoch(epoch))
                 if self.stopped:
                     break
         except Cancelled:
@@ -465,8 +465,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
 
-    def train_epoch(self, epoch: int):
-        """One pass over the training chips; returns (epoch, lr, confusion, loss sum, pixels, start time)."""
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training chips; returns its learning rate, confusion matrix, summed loss,
+        labelled pixels and start time."""
         import torch
 
         cfg, t_ep = self.cfg, time.time()
@@ -490,7 +491,7 @@ class Trainer:
             self.progress.update(100.0 * self.its / self.total_its)
             if self._limit_reached():
                 break
-        return epoch, lr, cm.cpu().numpy(), loss_sum, n, t_ep
+        return {"lr": lr, "cm": cm.cpu().numpy(), "loss_sum": loss_sum, "pixels": n, "start": t_ep}
 
     def _train_batch(self, xb, yb, epoch: int):
         step = self.step
@@ -526,23 +527,24 @@ class Trainer:
         return bool(self.stopped)
 
     def validate(self):
-        return validate(self.model, self.val_set, self.step, self.batch_size, self.progress, self.cfg.num_workers)
+        """(confusion matrix, summed loss, pixels) of the validation chips."""
+        return evaluate_chips(self.model, self.val_set, self.step, self.batch_size, self.progress, self.cfg.num_workers)
 
-    def end_epoch(self, epoch: int, _epoch, lr: float, cm_tr, loss_sum: float, loss_n: int, t_ep: float) -> None:
+    def end_epoch(self, epoch: int, stats: dict) -> None:
         """Validate, log the epoch, remember the best one, checkpoint."""
         cm_val, vloss_sum, vloss_n = self.validate()
-        self.last_cm = cm_val
+        cm_tr, self.last_cm = stats["cm"], cm_val
         row = {
-            "epoch": epoch + 1, "iterations": self.its_before + self.its, "lr": lr,
-            "train_loss": loss_sum / max(1, loss_n),
+            "epoch": epoch + 1, "iterations": self.its_before + self.its, "lr": stats["lr"],
+            "train_loss": stats["loss_sum"] / max(1, stats["pixels"]),
             "train_pa": _nan_none(metrics.pixel_accuracy(cm_tr)), "train_miou": _nan_none(metrics.mean_iou(cm_tr)),
             "val_loss": vloss_sum / max(1, vloss_n),
             "val_pa": _nan_none(metrics.pixel_accuracy(cm_val)), "val_miou": _nan_none(metrics.mean_iou(cm_val)),
-            "seconds": round(time.time() - t_ep, 3),
+            "seconds": round(time.time() - stats["start"], 3),
         }
         self.history.append(row)
         self.progress.info(
-            f"epoch {epoch + 1}/{self.cfg.epochs}: lr {lr:.2e}, loss {row['train_loss']:.4f} / val {row['val_loss']:.4f}, "
+            f"epoch {epoch + 1}/{self.cfg.epochs}: lr {row['lr']:.2e}, loss {row['train_loss']:.4f} / val {row['val_loss']:.4f}, "
             f"val PA {100 * (row['val_pa'] or 0):.2f} %, MIoU {100 * (row['val_miou'] or 0):.2f} % ({row['seconds']:.1f} s)"
         )
         vm = row["val_miou"] if row["val_miou"] is not None else -1.0
