@@ -27,14 +27,14 @@ import numpy as np
 from osgeo import gdal
 
 from . import metrics
-from .layers import Grid, labels_on_grid, model_labels, polygons_on_grid, resolve_mapping, split_layer
+from .layers import Grid, labels_on_grid, model_labels, resolve_mapping, zones_on_grid
 from .errors import LandformError
 from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
 from .outputs import OutputSet
 from .progress import Progress
 from .schema import add_cli_options, from_cli, option
-from .rasters import READ_HINT, check_output_path, open_dataset, mean_cell_size_m, open_raster, read_band, require_crs
+from .rasters import check_output_path, mean_cell_size_m, open_raster, read_band, require_crs
 
 
 @dataclass
@@ -162,25 +162,6 @@ def _write_outputs(result: EvalResult, cm, names, classified: str, reference: st
             write_report(result, tmp["report"], classified, reference, tmp.get("confusion_png"), title,
                          png_link=finals.get("confusion_png"), report_name=finals["report"])
     return dict(finals)
-
-
-def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
-    """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
-    path, layer_name = split_layer(zones)
-    vds = open_dataset(path, gdal.OF_VECTOR)
-    if vds is None:
-        raise LandformError(f"Cannot open the zones '{zones}' as a vector layer. {READ_HINT}")
-    layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
-    if layer is None:
-        raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
-    defn = layer.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    if zone_field and zone_field not in fields:
-        raise LandformError(f"The zone layer '{path}' has no field '{zone_field}'; its fields are {', '.join(fields) or 'none'}.")
-    def name(feat):
-        return str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
-
-    return polygons_on_grid(layer, grid, name, f"zone layer '{zones}'")
 
 
 def _pct(v) -> str:

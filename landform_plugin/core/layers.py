@@ -99,10 +99,7 @@ def labels_on_grid(labels: str, grid: Grid, label_field: Optional[str] = None):
     rds = open_dataset(path, gdal.OF_RASTER) if not label_field else None
     if rds is not None and rds.RasterCount > 0:
         return _raster_labels_on_grid(rds, path, grid)
-    vds = open_dataset(path, gdal.OF_VECTOR)
-    if vds is None:
-        raise LandformError(f"Cannot open the labels '{labels}' as a raster or a vector layer. {READ_HINT}")
-    return _vector_labels_on_grid(vds, path, layer_name, label_field, grid)
+    return _vector_labels_on_grid(labels, label_field, grid)
 
 
 def split_layer(uri: str):
@@ -152,22 +149,45 @@ def _raster_labels_on_grid(rds, path: str, grid: Grid):
     return idx, codes
 
 
-def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_field: Optional[str], grid: Grid):
+def vector_layer(uri: str, what: str, field_name: Optional[str] = None):
+    """(dataset, layer, field names) of the polygon layer ``uri`` ('file|layername=x'); the
+    dataset must stay referenced while the layer is used. ``field_name`` must be one of the fields."""
+    path, layer_name = split_layer(uri)
+    vds = open_dataset(path, gdal.OF_VECTOR)
+    if vds is None:
+        raise LandformError(f"Cannot open the {what} layer '{uri}' (not a raster or vector file GDAL reads). {READ_HINT}")
     layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
     if layer is None:
         raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
     defn = layer.GetLayerDefn()
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if field_name and field_name not in names:
+        raise LandformError(f"The {what} layer '{path}' has no field '{field_name}'; its fields are {', '.join(names) or 'none'}.")
+    return vds, layer, names
+
+
+def _vector_labels_on_grid(labels: str, label_field: Optional[str], grid: Grid):
+    vds, layer, names = vector_layer(labels, "label", label_field)
     if not label_field:
-        raise LandformError(f"Labels '{path}' are a vector layer: name the field holding the class code (fields: {', '.join(names)}).")
-    if label_field not in names:
-        raise LandformError(f"The label layer '{path}' has no field '{label_field}'; its fields are {', '.join(names) or 'none'}.")
+        raise LandformError(f"Labels '{split_layer(labels)[0]}' are a vector layer: name the field holding the class code "
+                            f"(fields: {', '.join(names)}).")
+
     def code(feat):
         if feat.IsFieldNull(label_field) or not feat.IsFieldSet(label_field):
             return None
         return code_key(feat.GetField(label_field))
 
-    return polygons_on_grid(layer, grid, code, f"label layer '{path}'")
+    return polygons_on_grid(layer, grid, code, f"label layer '{split_layer(labels)[0]}'")
+
+
+def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
+    """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
+    vds, layer, _ = vector_layer(zones, "zone", zone_field)
+
+    def name(feat):
+        return str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
+
+    return polygons_on_grid(layer, grid, name, f"zone layer '{zones}'")
 
 
 def polygons_on_grid(layer, grid: Grid, key, what: str):
