@@ -89,6 +89,8 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     if not path:
         raise LandformError("No raster was given.")
     ds = open_dataset(path, gdal.OF_RASTER)
+    if ds is None and "/vsi" not in str(path) and not os.path.exists(str(path)):
+        raise LandformError(f"The raster '{path}' does not exist; check the path.")
     if ds is None:
         raise LandformError(f"Cannot open '{path}' as a raster: {gdal.GetLastErrorMsg() or 'not a raster GDAL can read'}. {READ_HINT}")
     if ds.RasterCount == 0:
