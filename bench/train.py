@@ -31,15 +31,15 @@ def worker(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from landform_plugin.core import train
+    from landform_plugin.core import devices, train
     from landform_plugin.core.nets.registry import build_model, count_parameters
 
     if args.threads:
         torch.set_num_threads(args.threads)
     m = train.read_manifest(args.chips)
     arch, backbone = train.resolve_architecture(args.worker, None)
-    device = train._device(args.device)
-    amp = train._amp_dtype(device, "auto")
+    device = devices.resolve_device(args.device)
+    amp = devices.autocast_dtype(device, "auto")
     torch.manual_seed(0)
     model = build_model(arch, backbone, 1, 5).to(device)
     if device.type == "cuda":

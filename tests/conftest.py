@@ -31,3 +31,19 @@ def dems():
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def rule_area(dems, tmp_path_factory):
+    """A 256 x 256 cell piece of the Big Tujunga DEM and its rule-based classes (a stand-in for
+    a user's landform map, not ground truth). Read-only for the tests that share it."""
+    from osgeo import gdal
+
+    from landform_plugin.core import rules
+
+    d = tmp_path_factory.mktemp("rule_area")
+    dem = str(d / "dem.tif")
+    gdal.Translate(dem, dems["bigtujunga"], srcWin=[500, 100, 256, 256])
+    labels = str(d / "labels.tif")
+    rules.classify_raster(dem, labels)
+    return {"dir": d, "dem": dem, "labels": labels}

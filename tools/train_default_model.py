@@ -5,7 +5,7 @@
 
 Stages (each reuses the project's own code; nothing here is a second copy):
 
-1. prepare: every DEM of TRAIN_DEMS and HOLDOUT_DEMS (from ../shared/data/dems)
+1. prepare: every DEM of TRAIN_DEMS and HOLDOUT_DEMS (from --data)
    is warped to a 90 m grid in its UTM zone (average when coarsening by more
    than 1.5x, else bilinear), labelled by core.rules with the default rule
    parameters (labels are RULE-DERIVED, not a human landform map), and the
@@ -14,7 +14,7 @@ Stages (each reuses the project's own code; nothing here is a second copy):
    different places), merged into one chip folder.
 2. train: core.train with the recipe below (CPU, fp32).
 3. pack: BatchNorm running statistics re-estimated as exact averages over
-   training batches (small-batch BatchNorm drifts: ../shared/GUIDE.md section 8),
+   training batches (small-batch BatchNorm drifts; core.train.recalibrate_batchnorm),
    the validation chips re-scored in eval mode, the spec's tile size set to
    INFERENCE_TILE, weights stored as float16 (core.modelfile loads them into the
    float32 network; the file stays well under 50 MB).
@@ -40,7 +40,7 @@ from osgeo import gdal, osr  # noqa: E402
 from landform_plugin.core import chips, rasters, rules  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 
-DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dems"))
+DATA = os.environ.get("LANDFORM_DEM_DATA")  # the folder holding the DEMs named below
 PIXEL_SIZE_M = 90.0
 CHIP_SIZE = 128
 INFERENCE_TILE = 512  # written into the spec: BatchNorm in eval mode is tile-independent
@@ -79,6 +79,7 @@ HOLDOUT_DEMS = {
 TRAIN_ARGS = dict(
     architecture="fcn_resnet",
     backbone="resnet18",
+    multichannel="stack",  # what the bundled model was trained with (TrainConfig's default is now per_factor)
     norm="batch",
     arch_options={"decoder_channels": 128},
     lr=1e-3,
@@ -221,10 +222,8 @@ def train_model(work: str, out: str, minutes: float, log=print, epochs=None, res
 
 
 def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size: int = 16, log=print):
-    """Re-estimate BatchNorm running statistics as exact means over training batches.
-
-    Returns (model, spec, val_scores) with the model in eval mode.
-    """
+    """Re-estimate BatchNorm running statistics (core.train.recalibrate_batchnorm) and
+    re-score the validation chips in eval mode. Returns (model, spec, val_scores)."""
     import torch
 
     from landform_plugin.core import metrics, modelfile, train
@@ -232,26 +231,10 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     model, spec = modelfile.load_model(model_path)
     manifest = chips.read_manifest(chip_dir)
     train_ids, val_ids = train.split_chips(len(manifest["chips"]), TRAIN_ARGS["val_fraction"], TRAIN_ARGS["seed"])
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    ds = train.ChipSet(chip_dir, manifest, train_ids, True, 123)
-    with torch.no_grad():
-        for i, (xb, _yb) in enumerate(ds.batches(batch_size, True)):
-            if i >= batches:
-                break
-            model(torch.from_numpy(xb))
-    model.eval()
-    n = int(manifest["num_classes"])
-    cm = np.zeros((n, n), dtype=np.int64)
-    vs = train.ChipSet(chip_dir, manifest, val_ids, False, 0)
-    with torch.no_grad():
-        for xb, yb in vs.batches(batch_size, False):
-            pred = model(torch.from_numpy(xb)).argmax(1).numpy()
-            ok = yb != manifest.get("ignore_index", 255)
-            cm += np.bincount(yb[ok].astype(np.int64) * n + pred[ok], minlength=n * n).reshape(n, n)
+    step = train.Step(torch.device("cpu"), int(manifest["num_classes"]), int(manifest.get("ignore_index", 255)))
+    train.recalibrate_batchnorm(model, train.ChipSet(chip_dir, manifest, train_ids, True, 123), batches, batch_size,
+                                step, Progress())
+    cm = train.evaluate_chips(model, train.ChipSet(chip_dir, manifest, val_ids, False, 0), step, batch_size, Progress())[0]
     scores = metrics.scores(cm, [c["name"] for c in manifest["classes"]])
     log(f"after BatchNorm re-estimation: validation PA {100 * scores.pa:.2f} %, MIoU {100 * scores.miou:.2f} %")
     return model, spec, scores
@@ -260,7 +243,6 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
 def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
     """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst``."""
     import torch
-    from safetensors.torch import save_file
 
     from landform_plugin.core import modelfile
 
@@ -278,13 +260,7 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
     spec.setdefault("metrics", {}).update(
         val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
     )
-    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
-             for k, v in model.state_dict().items()}
-    modelfile.validate_spec(spec, "the default model")
-    tmp = dst + ".partial"
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    save_file(state, tmp, metadata={modelfile.METADATA_KEY: json.dumps(spec, sort_keys=True)})
-    os.replace(tmp, dst)
+    modelfile.save_model(dst, model, spec, half=True)
     os.chmod(dst, 0o644)
     # The float16 file must load into the float32 network and give the same classes.
     m16, _ = modelfile.load_model(dst)
@@ -301,7 +277,8 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=os.path.join(REPO, "build", "default_model"))
-    ap.add_argument("--data", default=DATA, help="the shared DEM folder (../shared/data/dems)")
+    ap.add_argument("--data", default=DATA, required=DATA is None,
+                    help="folder holding the DEMs of TRAIN_DEMS and HOLDOUT_DEMS (default: $LANDFORM_DEM_DATA)")
     ap.add_argument("--out", default=os.path.join(REPO, "models", "default_model.safetensors"))
     ap.add_argument("--minutes", type=float, default=45.0, help="stop training after this many minutes")
     ap.add_argument("--stage", choices=["all", "prepare", "train", "pack"], default="all")

@@ -33,128 +33,35 @@ valid DEM cells with a label.
 import json
 import math
 import os
-import shutil
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal
 
 from . import inputs
+from .chipset import FORMAT, MANIFEST, VERSION, ChipConfig, read_manifest  # noqa: F401 (re-exported)
 from .errors import LandformError
-from .label_strategies import DEFAULT_BUFFER_PX, IGNORE_INDEX, STRATEGIES, apply_strategy
-from .labels import DEFAULT_CLASSES, LandformClass
+from .label_strategies import IGNORE_INDEX, STRATEGIES, apply_strategy
+from .layers import Grid, labels_on_grid, model_labels, parse_mapping, resolve_mapping  # noqa: F401 (parse_mapping re-exported)
+from .outputs import OutputSet
 from .progress import Progress
+from .schema import add_cli_options, from_cli
 from .rasters import (
     RasterInfo,
     Window,
-    _quiet_gdal,
-    _srs,
     cell_sizes_m,
+    check_output_path,
     linear_unit_metres,
     mean_cell_size_m,
     open_raster,
+    read_band,
     read_window,
     require_crs,
 )
 
-# The manifest format lives in train.py, which must import without GDAL (GPU boxes).
-from .train import FORMAT, MANIFEST, VERSION, read_manifest  # noqa: E402,F401  (re-exported)
-_UNLABELLED = -2147483648  # int32 sentinel for "no label here"
-
-
-@dataclass
-class ChipConfig:
-    dems: List[str]
-    labels: str
-    out_dir: str
-    label_field: Optional[str] = None  # polygon layers: the attribute holding the class code
-    code_mapping: Optional[Dict[str, Union[int, str]]] = None  # user code -> model class or "ignore"
-    factors: List[str] = field(default_factory=lambda: ["dem"])
-    normalisation: Optional[Dict[str, dict]] = None  # default: inputs.default_normalisation
-    pixel_size_m: Optional[float] = None  # None: each DEM's own cell size
-    chip_size: int = 1024
-    strategy: str = "original"
-    buffer_px: int = DEFAULT_BUFFER_PX
-    seed: int = 0
-    min_labelled: float = 0.5
-    classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    dem_band: int = 1
-    overwrite: bool = True
-
-
-# ----------------------------------------------------------------------------- code mapping
-
-
-def parse_mapping(text: Optional[str]) -> Optional[Dict[str, Union[int, str]]]:
-    """'10:1, 20:2, 99:ignore' -> {'10': 1, '20': 2, '99': 'ignore'} (None for empty)."""
-    if text is None or not str(text).strip():
-        return None
-    out: Dict[str, Union[int, str]] = {}
-    for part in str(text).replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if ":" not in part and "=" not in part:
-            raise LandformError(f"Class mapping entry '{part}' is not of the form 'code:class' (e.g. '10:1').")
-        key, _, value = part.replace("=", ":").partition(":")
-        key, value = key.strip(), value.strip()
-        if value.lower() in ("ignore", "255", "-"):
-            out[_code_key(key)] = "ignore"
-        else:
-            try:
-                out[_code_key(key)] = int(value)
-            except ValueError:
-                raise LandformError(f"Class mapping entry '{part}': '{value}' is not a class number or 'ignore'.") from None
-    return out
-
-
-def _code_key(value) -> str:
-    """Normalise a user code to a string key: 3, 3.0 and '3' are the same code."""
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    s = str(value).strip()
-    try:
-        f = float(s)
-        return str(int(f)) if f.is_integer() else repr(f)
-    except ValueError:
-        return s
-
-
-def resolve_mapping(mapping, num_classes: int) -> Dict[str, int]:
-    """Keys as code strings, values model classes (IGNORE_INDEX for 'ignore'); checked."""
-    if mapping is None:
-        mapping = {str(c): c for c in range(num_classes)}
-    out = {}
-    for k, v in mapping.items():
-        if isinstance(v, str) and v.lower() == "ignore":
-            out[_code_key(k)] = IGNORE_INDEX
-            continue
-        try:
-            c = int(v)
-        except (TypeError, ValueError):
-            raise LandformError(f"Class mapping: '{k}' maps to '{v}', which is not a class number.") from None
-        if not (0 <= c < num_classes or c == IGNORE_INDEX):
-            raise LandformError(f"Class mapping: '{k}' maps to class {c}, but the model's classes are 0-{num_classes - 1}.")
-        out[_code_key(k)] = c
-    return out
-
 
 # ----------------------------------------------------------------------------- grids
-
-
-@dataclass
-class Grid:
-    """The processing grid of one DEM: an in-memory float32 raster with NaN for NoData."""
-
-    ds: gdal.Dataset
-    info: RasterInfo
-    pixel_size_m: float
-    source: str
 
 
 def native_pixel_size_m(info: RasterInfo) -> float:
@@ -198,15 +105,8 @@ def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1,
     return Grid(mem, minfo, target, str(dem_path))
 
 
-def _single_band(ds, band: int):
-    """A VRT view of one band (gdal.Warp in GDAL < 3.7 has no band selection)."""
-    if ds.RasterCount == 1:
-        return ds
-    return gdal.Translate("", ds, format="VRT", bandList=[int(band)])
-
-
 def _to_mem_float(ds, info: RasterInfo):
-    arr = ds.GetRasterBand(info.band).ReadAsArray().astype(np.float32)
+    arr = read_band(ds.GetRasterBand(info.band), path=info.path).astype(np.float32)
     if info.nodata is not None and not math.isnan(info.nodata):
         arr[arr == np.float32(info.nodata)] = np.nan
     mem = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Float32)
@@ -216,212 +116,6 @@ def _to_mem_float(ds, info: RasterInfo):
     b.SetNoDataValue(float("nan"))
     b.WriteArray(arr)
     return mem
-
-
-def _bounds(info: RasterInfo):
-    gt = info.geotransform
-    x0, y0 = gt[0], gt[3]
-    x1, y1 = x0 + gt[1] * info.width, y0 + gt[5] * info.height
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
-
-
-def _transform_bounds(bounds, src_wkt: str, dst_wkt: str):
-    """Bounds of ``bounds`` (in src CRS) in the dst CRS, densified along the edges."""
-    src, dst = _srs(src_wkt), _srs(dst_wkt)
-    if src.IsSame(dst):
-        return bounds
-    ct = osr.CoordinateTransformation(src, dst)
-    xmin, ymin, xmax, ymax = bounds
-    pts = []
-    for t in np.linspace(0, 1, 21):
-        pts += [(xmin + t * (xmax - xmin), ymin), (xmin + t * (xmax - xmin), ymax),
-                (xmin, ymin + t * (ymax - ymin)), (xmax, ymin + t * (ymax - ymin))]
-    xs, ys = [], []
-    for x, y in pts:
-        try:
-            tx, ty, *_ = ct.TransformPoint(float(x), float(y))
-        except Exception:  # noqa: BLE001 - points outside the target CRS's area
-            continue
-        if math.isfinite(tx) and math.isfinite(ty):
-            xs.append(tx)
-            ys.append(ty)
-    if not xs:
-        return None
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def _overlaps(a, b) -> bool:
-    return a is not None and b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _describe_crs(wkt: str) -> str:
-    if not wkt:
-        return "no CRS"
-    s = _srs(wkt)
-    code = s.GetAuthorityCode(None)
-    name = s.GetName() or "unknown"
-    return f"{s.GetAuthorityName(None)}:{code} ({name})" if code else name
-
-
-# ----------------------------------------------------------------------------- labels onto a grid
-
-
-def labels_on_grid(labels: str, grid: Grid, label_field: Optional[str] = None):
-    """User label codes on ``grid``: (int32 array of indices into ``codes``, list of code keys).
-
-    Index -1 means "no label". Raises LandformError when the labels do not
-    overlap the DEM.
-    """
-    if not labels:
-        raise LandformError("No labels were given.")
-    path, layer_name = _split_layer(labels)
-    with _quiet_gdal():
-        rds = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY) if not label_field else None
-    if rds is not None and rds.RasterCount > 0:
-        return _raster_labels_on_grid(rds, path, grid)
-    with _quiet_gdal():
-        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
-    if vds is None:
-        raise LandformError(f"Cannot open the labels '{labels}' as a raster or a vector layer.")
-    return _vector_labels_on_grid(vds, path, layer_name, label_field, grid)
-
-
-def _split_layer(uri: str):
-    """'file.gpkg|layername=zones' -> ('file.gpkg', 'zones')."""
-    path, _, rest = str(uri).partition("|")
-    layer = None
-    for part in rest.split("|"):
-        if part.startswith("layername="):
-            layer = part.split("=", 1)[1]
-    return path, layer
-
-
-def _raster_labels_on_grid(rds, path: str, grid: Grid):
-    gi = grid.info
-    wkt = rds.GetProjection() or ""
-    if not wkt:
-        raise LandformError(
-            f"The label raster '{path}' has no coordinate reference system, so it cannot be placed on the DEM. "
-            "Assign its CRS first."
-        )
-    gt = rds.GetGeoTransform()
-    linfo = RasterInfo(path, 1, rds.RasterXSize, rds.RasterYSize, rds.RasterCount, tuple(gt), wkt, None, "")
-    lb = _transform_bounds(_bounds(linfo), wkt, gi.crs_wkt)
-    if not _overlaps(lb, _bounds(gi)):
-        raise LandformError(
-            f"The label raster '{path}' ({_describe_crs(wkt)}) does not overlap the DEM '{grid.source}' "
-            f"({_describe_crs(gi.crs_wkt)}): check that both are in the right place and their CRSs are set correctly."
-        )
-    band = rds.GetRasterBand(1)
-    src_nodata = band.GetNoDataValue()
-    xmin, ymin, xmax, ymax = _bounds(gi)
-    with _quiet_gdal():
-        warped = gdal.Warp(
-            "", _single_band(rds, 1), format="MEM", outputBounds=(xmin, ymin, xmax, ymax), width=gi.width, height=gi.height,
-            dstSRS=gi.crs_wkt, resampleAlg="near", outputType=gdal.GDT_Float64,
-            srcNodata=src_nodata, dstNodata=float("nan"), multithread=False,
-        )
-    if warped is None:
-        raise LandformError(f"Could not place the label raster '{path}' on the DEM grid: {gdal.GetLastErrorMsg()}")
-    arr = warped.GetRasterBand(1).ReadAsArray()
-    finite = np.isfinite(arr)
-    values = np.unique(arr[finite])
-    codes = [_code_key(v) for v in values]
-    idx = np.full(arr.shape, -1, dtype=np.int32)
-    if values.size:
-        idx[finite] = np.searchsorted(values, arr[finite]).astype(np.int32)
-    return idx, codes
-
-
-def _vector_labels_on_grid(vds, path: str, layer_name: Optional[str], label_field: Optional[str], grid: Grid):
-    layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
-    if layer is None:
-        raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
-    defn = layer.GetLayerDefn()
-    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    if not label_field:
-        raise LandformError(f"Labels '{path}' are a vector layer: name the field holding the class code (fields: {', '.join(names)}).")
-    if label_field not in names:
-        raise LandformError(f"The label layer '{path}' has no field '{label_field}'; its fields are {', '.join(names) or 'none'}.")
-    def code(feat):
-        if feat.IsFieldNull(label_field) or not feat.IsFieldSet(label_field):
-            return None
-        return _code_key(feat.GetField(label_field))
-
-    return polygons_on_grid(layer, grid, code, f"label layer '{path}'")
-
-
-def polygons_on_grid(layer, grid: Grid, key, what: str):
-    """Rasterise a polygon layer onto ``grid`` (reprojecting it): (int32 index per cell, -1
-    outside every polygon; the keys in index order).
-
-    ``key(feature)`` gives the feature's class code or zone name, None to skip it;
-    features with the same key share an index. ``what`` names the layer in messages.
-    Shared by label maps (chips) and evaluation zones (evaluate).
-    """
-    gi = grid.info
-    lsrs = layer.GetSpatialRef()
-    if lsrs is None:
-        raise LandformError(f"The {what} has no coordinate reference system; assign one first.")
-    if hasattr(lsrs, "SetAxisMappingStrategy"):
-        lsrs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    dsrs = _srs(gi.crs_wkt)
-    ct = None if lsrs.IsSame(dsrs) else osr.CoordinateTransformation(lsrs, dsrs)
-    mem_v = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
-    mlayer = mem_v.CreateLayer("polygons", srs=dsrs, geom_type=ogr.wkbMultiPolygon)
-    mlayer.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
-    keys: List[str] = []
-    index: Dict[str, int] = {}
-    layer.ResetReading()
-    gbounds = _bounds(gi)
-    any_overlap = False
-    for feat in layer:
-        geom = feat.GetGeometryRef()
-        k = key(feat) if geom is not None else None
-        if k is None:
-            continue
-        geom = geom.Clone()
-        if ct is not None and geom.Transform(ct) != 0:
-            continue
-        env = geom.GetEnvelope()  # minx, maxx, miny, maxy
-        any_overlap |= _overlaps((env[0], env[2], env[1], env[3]), gbounds)
-        if k not in index:
-            index[k] = len(keys)
-            keys.append(k)
-        f = ogr.Feature(mlayer.GetLayerDefn())
-        f.SetGeometry(geom)
-        f.SetField("idx", index[k])
-        mlayer.CreateFeature(f)
-    if not any_overlap:
-        raise LandformError(
-            f"The {what} ({_describe_crs(lsrs.ExportToWkt())}) does not overlap '{grid.source}' "
-            f"({_describe_crs(gi.crs_wkt)}): check that both are in the right place and their CRSs are set correctly."
-        )
-    mem = gdal.GetDriverByName("MEM").Create("", gi.width, gi.height, 1, gdal.GDT_Int32)
-    mem.SetGeoTransform(list(gi.geotransform))
-    mem.SetProjection(gi.crs_wkt)
-    mem.GetRasterBand(1).Fill(-1)
-    with _quiet_gdal():
-        err = gdal.RasterizeLayer(mem, [1], mlayer, options=["ATTRIBUTE=idx"])
-    if err != 0:
-        raise LandformError(f"Could not rasterise the {what}: {gdal.GetLastErrorMsg()}")
-    return mem.GetRasterBand(1).ReadAsArray().astype(np.int32), keys
-
-
-def model_labels(idx: np.ndarray, codes: Sequence[str], mapping: Dict[str, int], dem_valid: np.ndarray, source: str) -> np.ndarray:
-    """uint8 model classes: 0 where the DEM has no data, mapped codes elsewhere, 255 unlabelled."""
-    present = set(np.unique(idx[(idx >= 0) & dem_valid]).tolist())
-    unknown = [codes[i] for i in sorted(present) if codes[i] not in mapping]
-    if unknown:
-        known = ", ".join(sorted(mapping, key=lambda s: (len(s), s)))
-        raise LandformError(
-            f"The labels for '{source}' hold class code(s) {', '.join(unknown[:20])} that the class mapping does not "
-            f"cover (it maps {known}). Add them to the mapping (e.g. '{unknown[0]}:1', or '{unknown[0]}:ignore')."
-        )
-    lut = np.array([mapping.get(c, IGNORE_INDEX) for c in codes] + [IGNORE_INDEX], dtype=np.uint8)
-    out = lut[np.where(idx >= 0, idx, len(codes))]
-    out[~dem_valid] = 0
-    return out
 
 
 # ----------------------------------------------------------------------------- export
@@ -455,25 +149,17 @@ def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
     classes = list(cfg.classes)
     mapping = resolve_mapping(cfg.code_mapping, len(classes))
 
-    out_dir = os.path.abspath(cfg.out_dir)
+    out_dir = check_output_path(cfg.out_dir, cfg.dems + [cfg.labels], folder=True)
     if os.path.exists(out_dir) and os.listdir(out_dir):
         if not cfg.overwrite or not os.path.exists(os.path.join(out_dir, MANIFEST)):
             raise LandformError(f"The chip folder '{out_dir}' exists and is not an empty chip folder; choose another.")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.{uuid.uuid4().hex[:8]}.partial")
-    os.makedirs(os.path.join(tmp, "chips"))
     t0 = time.time()
-    try:
+    with OutputSet(inputs=cfg.dems + [cfg.labels]) as out:
+        tmp = out.folder(out_dir)
+        os.makedirs(os.path.join(tmp, "chips"))
         manifest = _export(cfg, factors, norm, classes, mapping, tmp, progress)
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     progress.info(f"{len(manifest['chips'])} chips of {cs} px written to {out_dir} in {time.time() - t0:.1f} s")
     progress.update(100)
     return manifest
@@ -481,73 +167,17 @@ def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
 
 def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
     cs = int(cfg.chip_size)
-    chips = []
-    sources = []
+    chips, sources = [], []
     totals = np.zeros(len(classes), dtype=np.int64)
-    grids = []
-    for i, dem in enumerate(cfg.dems):
-        progress.check()
-        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
-        gi = grid.info
-        if cs > gi.width or cs > gi.height:
-            raise LandformError(
-                f"The chip size ({cs} px) is larger than the DEM '{dem}' ({gi.width} x {gi.height} px at "
-                f"{grid.pixel_size_m:.1f} m): choose a smaller chip size (or a finer pixel size)."
-            )
-        grids.append(grid)
+    grids = _grids(cfg, progress)
     ps_all = [g.pixel_size_m for g in grids]
-    if max(ps_all) > 1.05 * min(ps_all):
-        progress.info(
-            "Warning: the DEMs have different cell sizes ("
-            + ", ".join(f"{p:.1f}" for p in ps_all)
-            + " m); give a pixel size to train at one resolution."
-        )
     pixel_size_m = float(cfg.pixel_size_m) if cfg.pixel_size_m else float(np.median(ps_all))
     n_dem = len(grids)
     for i, grid in enumerate(grids):
         sp = progress.sub(100.0 * i / n_dem, 100.0 * (i + 1) / n_dem)
-        gi = grid.info
-        band = grid.ds.GetRasterBand(1)
-        elev = band.ReadAsArray()
-        dem_valid = np.isfinite(elev)
-        del elev
-        idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)
-        lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
-        del idx
-        lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
-        sp.update(10)
-        halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
-        wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
-        kept = 0
-        for k, win in enumerate(wins):
-            sp.check()
-            y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-            labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-            if labelled.mean() < cfg.min_labelled:
-                sp.update(10 + 90 * (k + 1) / len(wins))
-                continue
-            raw = read_window(band, win, None)
-            dx, dy = _window_cell_sizes(gi, win)
-            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
-            cid = f"{len(chips):06d}"
-            np.save(os.path.join(tmp, "chips", f"{cid}_x.npy"), x.astype(np.float32, copy=False))
-            np.save(os.path.join(tmp, "chips", f"{cid}_y.npy"), np.ascontiguousarray(y, dtype=np.uint8))
-            counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=len(classes))[: len(classes)]
-            totals += counts
-            chips.append({
-                "id": cid, "x": f"chips/{cid}_x.npy", "y": f"chips/{cid}_y.npy", "source": i,
-                "window": [win.x0, win.y0, cs, cs], "class_counts": counts.tolist(),
-                "ignored": int((y == IGNORE_INDEX).sum()),
-            })
-            kept += 1
-            sp.update(10 + 90 * (k + 1) / len(wins))
-        sources.append({
-            "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
-            "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
-            "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
-            "label_codes_found": sorted(set(codes)),
-        })
-        progress.info(f"{os.path.basename(grid.source)}: {kept} of {len(wins)} chips kept")
+        source = _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals, sp)
+        sources.append(source)
+        progress.info(f"{os.path.basename(grid.source)}: {source['chips']} of {source['candidate_windows']} chips kept")
     if not chips:
         raise LandformError(
             f"No chip of {cs} px has at least {100 * cfg.min_labelled:.0f} % labelled DEM pixels: the labels may not "
@@ -574,6 +204,77 @@ def _export(cfg, factors, norm, classes, mapping, tmp, progress) -> dict:
     }
 
 
+def _grids(cfg, progress) -> List[Grid]:
+    """Every DEM on its processing grid, checked against the chip size."""
+    cs = int(cfg.chip_size)
+    grids = []
+    for dem in cfg.dems:
+        progress.check()
+        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
+        gi = grid.info
+        if cs > gi.width or cs > gi.height:
+            raise LandformError(
+                f"The chip size ({cs} px) is larger than the DEM '{dem}' ({gi.width} x {gi.height} px at "
+                f"{grid.pixel_size_m:.1f} m): choose a smaller chip size (or a finer pixel size)."
+            )
+        grids.append(grid)
+    ps_all = [g.pixel_size_m for g in grids]
+    if max(ps_all) > 1.05 * min(ps_all):
+        progress.info(
+            "Warning: the DEMs have different cell sizes ("
+            + ", ".join(f"{p:.1f}" for p in ps_all)
+            + " m); give a pixel size to train at one resolution."
+        )
+    return grids
+
+
+def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals, sp) -> dict:
+    """Label DEM ``i`` on its grid, cut and save its chips (appended to ``chips``); returns its source entry."""
+    cs = int(cfg.chip_size)
+    gi = grid.info
+    band = grid.ds.GetRasterBand(1)
+    dem_valid = np.isfinite(read_band(band, path=grid.source))
+    idx, codes = labels_on_grid(cfg.labels, grid, cfg.label_field)
+    lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
+    del idx
+    lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
+    sp.update(10)
+    halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
+    wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
+    kept = 0
+    for k, win in enumerate(wins):
+        sp.check()
+        y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+        labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
+        if labelled.mean() >= cfg.min_labelled:
+            raw = read_window(band, win, None)
+            dx, dy = _window_cell_sizes(gi, win)
+            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
+            chips.append(_save_chip(tmp, len(chips), i, win, x, y, len(classes)))
+            totals += chips[-1]["class_counts"]
+            kept += 1
+        sp.update(10 + 90 * (k + 1) / len(wins))
+    return {
+        "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
+        "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
+        "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
+        "label_codes_found": sorted(set(codes)),
+    }
+
+
+def _save_chip(tmp, n, source, win, x, y, n_classes) -> dict:
+    cid = f"{n:06d}"
+    cs = win.width
+    np.save(os.path.join(tmp, "chips", f"{cid}_x.npy"), x.astype(np.float32, copy=False))
+    np.save(os.path.join(tmp, "chips", f"{cid}_y.npy"), np.ascontiguousarray(y, dtype=np.uint8))
+    counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=n_classes)[:n_classes]
+    return {
+        "id": cid, "x": f"chips/{cid}_x.npy", "y": f"chips/{cid}_y.npy", "source": source,
+        "window": [win.x0, win.y0, cs, cs], "class_counts": counts.tolist(),
+        "ignored": int((y == IGNORE_INDEX).sum()),
+    }
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -588,22 +289,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--field", default=None, help="polygon layers: attribute holding the class code")
     p.add_argument("--mapping", default=None, help="user code -> model class, e.g. '10:1,20:2,30:3,40:4,99:ignore' (default: 0-4 as is)")
     p.add_argument("--factors", default="dem", help="comma-separated input factors (default: dem)")
-    p.add_argument("--pixel-size", type=float, default=None, help="processing pixel size in metres (default: the DEM's)")
-    p.add_argument("--chip-size", type=int, default=1024, help="chip edge in pixels (paper: 1024)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="original", help="boundary labelling strategy (paper Table 4)")
-    p.add_argument("--buffer", type=int, default=DEFAULT_BUFFER_PX, help="boundary buffer in pixels (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-labelled", type=float, default=0.5, help="minimum share of labelled valid pixels per chip")
+    add_cli_options(p, ChipConfig)
     p.add_argument("--out", required=True, help="chip folder to write")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    cfg = ChipConfig(
-        dems=args.dem, labels=args.labels, out_dir=args.out, label_field=args.field,
+    cfg = from_cli(
+        ChipConfig, args, dems=args.dem, labels=args.labels, out_dir=args.out, label_field=args.field,
         code_mapping=parse_mapping(args.mapping), factors=[f.strip() for f in args.factors.split(",") if f.strip()],
-        pixel_size_m=args.pixel_size, chip_size=args.chip_size, strategy=args.strategy, buffer_px=args.buffer,
-        seed=args.seed, min_labelled=args.min_labelled,
     )
     m = export_chips(cfg, Progress(log=print))
     counts = np.asarray(m["class_counts"], dtype=float)

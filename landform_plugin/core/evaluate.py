@@ -27,12 +27,24 @@ import numpy as np
 from osgeo import gdal
 
 from . import metrics
-from .chips import Grid, _split_layer, labels_on_grid, model_labels, polygons_on_grid, resolve_mapping
+from .layers import Grid, labels_on_grid, model_labels, resolve_mapping, zones_on_grid
 from .errors import LandformError
 from .label_strategies import IGNORE_INDEX
 from .labels import DEFAULT_CLASSES
+from .outputs import OutputSet
 from .progress import Progress
-from .rasters import _quiet_gdal, mean_cell_size_m, open_raster, require_crs
+from .schema import add_cli_options, from_cli, option
+from .rasters import check_output_path, mean_cell_size_m, open_raster, read_band, require_crs
+
+
+@dataclass
+class EvalOptions:
+    """How the reference is read, declared once (core.schema) for the command line and Processing."""
+
+    reference_field: Optional[str] = option(None, "REFERENCE_FIELD", "Class field (polygon reference)", kind="str",
+                                            flag="--field", help="attribute holding the class code")
+    code_mapping: Optional[str] = option(None, "CODE_MAPPING", "Class mapping (reference code:class, e.g. 10:1,20:2; "
+                                         "empty = 0-4)", kind="str", flag="--mapping")
 
 
 @dataclass
@@ -78,13 +90,16 @@ def evaluate(
 ) -> EvalResult:
     """Compare ``classified`` (band 1 class codes 0..num_classes-1) with ``reference``."""
     progress = progress or Progress()
+    for out in (confusion_csv, confusion_png, report, zones_csv):
+        if out:  # before any work: a bad output folder should not cost a full evaluation
+            check_output_path(out, [classified, reference])
     ds, info = open_raster(classified, 1)
     require_crs(info)
     names = list(class_names) if class_names else class_names_for(classified, num_classes)
     if len(names) != num_classes:
         raise LandformError(f"{len(names)} class names given for {num_classes} classes.")
     grid = Grid(ds, info, mean_cell_size_m(info), classified)
-    pred = ds.GetRasterBand(1).ReadAsArray().astype(np.int64)
+    pred = read_band(ds.GetRasterBand(1), path=classified).astype(np.int64)
     if info.nodata is not None and not math.isnan(info.nodata):
         pred[pred == int(info.nodata)] = 0
     bad = (pred < 0) | (pred >= num_classes)
@@ -123,39 +138,30 @@ def evaluate(
             raise LandformError(f"No zone of '{zones}' covers a labelled pixel of the classified raster.")
         progress.info(f"{len(result.zones)} zone(s) evaluated")
     progress.update(70)
-    if confusion_csv:
-        result.files["confusion_csv"] = metrics.write_confusion_csv(cm, names, confusion_csv)
-    png = confusion_png
-    if report and not png:
-        png = os.path.splitext(report)[0] + "_confusion.png"
-    if png:
-        result.files["confusion_png"] = metrics.plot_confusion_matrix(cm, names, png, title=title)
-    if zones_csv and result.zones:
-        result.files["zones_csv"] = write_zones_csv(result.zones, names, zones_csv)
-    if report:
-        result.files["report"] = write_report(result, report, classified, reference, png, title)
+    png = confusion_png or (os.path.splitext(report)[0] + "_confusion.png" if report else None)
+    result.files = _write_outputs(result, cm, names, classified, reference, title, {
+        "confusion_csv": confusion_csv, "confusion_png": png,
+        "zones_csv": zones_csv if result.zones else None, "report": report,
+    })
     progress.update(100)
     return result
 
 
-def zones_on_grid(zones: str, grid: Grid, zone_field: Optional[str] = None):
-    """(int32 zone index per pixel, -1 outside every zone; zone names) for a polygon layer."""
-    path, layer_name = _split_layer(zones)
-    with _quiet_gdal():
-        vds = gdal.OpenEx(path, gdal.OF_VECTOR | gdal.OF_READONLY)
-    if vds is None:
-        raise LandformError(f"Cannot open the zones '{zones}' as a vector layer.")
-    layer = vds.GetLayerByName(layer_name) if layer_name else vds.GetLayer(0)
-    if layer is None:
-        raise LandformError(f"'{path}' has no layer {layer_name or ''}.")
-    defn = layer.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    if zone_field and zone_field not in fields:
-        raise LandformError(f"The zone layer '{path}' has no field '{zone_field}'; its fields are {', '.join(fields) or 'none'}.")
-    def name(feat):
-        return str(feat.GetField(zone_field)) if zone_field else f"zone {feat.GetFID()}"
-
-    return polygons_on_grid(layer, grid, name, f"zone layer '{zones}'")
+def _write_outputs(result: EvalResult, cm, names, classified: str, reference: str, title: str, finals: dict) -> dict:
+    """Write the requested files together: all of them or, on any failure, none."""
+    finals = {k: v for k, v in finals.items() if v}
+    with OutputSet(inputs=[classified, reference]) as out:
+        tmp = {k: out.file(v) for k, v in finals.items()}
+        if "confusion_csv" in tmp:
+            metrics.write_confusion_csv(cm, names, tmp["confusion_csv"])
+        if "confusion_png" in tmp:
+            metrics.plot_confusion_matrix(cm, names, tmp["confusion_png"], title=title)
+        if "zones_csv" in tmp:
+            write_zones_csv(result.zones, names, tmp["zones_csv"])
+        if "report" in tmp:
+            write_report(result, tmp["report"], classified, reference, tmp.get("confusion_png"), title,
+                         png_link=finals.get("confusion_png"), report_name=finals["report"])
+    return dict(finals)
 
 
 def _pct(v) -> str:
@@ -163,7 +169,6 @@ def _pct(v) -> str:
 
 
 def write_zones_csv(zones: List[dict], names: List[str], path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["zone", "pixels", "PA %", "MIoU %"] + [f"IoU {n} %" for n in names])
@@ -173,18 +178,23 @@ def write_zones_csv(zones: List[dict], names: List[str], path: str) -> str:
     return path
 
 
-def write_report(result: EvalResult, path: str, classified: str, reference: str, png: Optional[str], title: str = "") -> str:
-    """HTML (figure embedded as data URI: one self-contained file) or Markdown (figure linked)."""
+def write_report(result: EvalResult, path: str, classified: str, reference: str, png: Optional[str], title: str = "",
+                 png_link: Optional[str] = None, report_name: Optional[str] = None) -> str:
+    """HTML (figure embedded as data URI: one self-contained file) or Markdown (figure linked).
+
+    ``png`` is read (to embed it); ``png_link`` and ``report_name`` are the final names
+    when the files are written under temporary ones (the Markdown link and the format)."""
     s = result.scores
     names = s.class_names
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    report_name = report_name or path
+    png_link = png_link or png
     title = title or "Landform classification accuracy"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     class_rows = [
         (n, _pct(s.iou[i]), _pct(s.precision[i]), _pct(s.recall[i]), int(s.reference_pixels[i]), int(s.predicted_pixels[i]))
         for i, n in enumerate(names)
     ]
-    if path.lower().endswith(".md"):
+    if report_name.lower().endswith(".md"):
         lines = [f"# {title}", "", f"Classified: `{classified}`  ", f"Reference: `{reference}`  ", f"Date: {when}", "",
                  f"**PA {_pct(s.pa)} %**, **MIoU {_pct(s.miou)} %** over {s.total} reference pixels "
                  "(Yang et al. 2023, eq. 2-3; classes absent from both maps are left out of the mean).", "",
@@ -195,7 +205,7 @@ def write_report(result: EvalResult, path: str, classified: str, reference: str,
                   "| reference \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| {n} | " + " | ".join(str(int(v)) for v in s.confusion[i]) + " |" for i, n in enumerate(names)]
         if png:
-            lines += ["", f"![Row-normalised confusion matrix]({os.path.relpath(png, os.path.dirname(os.path.abspath(path)))})"]
+            lines += ["", f"![Row-normalised confusion matrix]({os.path.relpath(png_link, os.path.dirname(os.path.abspath(report_name)))})"]
         if result.zones:
             lines += ["", "## Zones", "", "| zone | pixels | PA % | MIoU % |", "|---|---|---|---|"]
             lines += [f"| {z['zone']} | {z['scores'].total} | {_pct(z['scores'].pa)} | {_pct(z['scores'].miou)} |" for z in result.zones]
@@ -244,8 +254,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="PA, MIoU and confusion matrix of a class raster against a reference map")
     p.add_argument("--classified", required=True, help="class raster (band 1: classes 0-4)")
     p.add_argument("--reference", required=True, help="reference raster of class codes, or polygon layer (with --field)")
-    p.add_argument("--field", default=None, help="polygon reference: attribute holding the class code")
-    p.add_argument("--mapping", default=None, help="reference code -> class, e.g. '10:1,20:2' (default: 0-4 as is)")
+    add_cli_options(p, EvalOptions)
     p.add_argument("--zones", default=None, help="optional polygon layer: evaluate each zone too")
     p.add_argument("--zone-field", default=None, help="zone name attribute (default: feature id)")
     p.add_argument("--out-dir", required=True, help="folder for confusion.csv, confusion.png, zones.csv, report.html")
@@ -253,11 +262,13 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from .chips import parse_mapping
+    from .layers import parse_mapping
 
     d = args.out_dir
+    opts = from_cli(EvalOptions, args)
     res = evaluate(
-        args.classified, args.reference, args.field, parse_mapping(args.mapping), zones=args.zones, zone_field=args.zone_field,
+        args.classified, args.reference, opts.reference_field, parse_mapping(opts.code_mapping), zones=args.zones,
+        zone_field=args.zone_field,
         confusion_csv=os.path.join(d, "confusion.csv"), confusion_png=os.path.join(d, "confusion.png"),
         report=os.path.join(d, "report.html"), zones_csv=os.path.join(d, "zones.csv"), progress=Progress(log=print),
     )

@@ -27,7 +27,6 @@ do not create or hide boundaries.
 from typing import List, Optional
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import LandformError
 
@@ -44,6 +43,8 @@ def disk(radius: int) -> np.ndarray:
 
 def _class_reach(labels: np.ndarray, buffer_px: int, ignore_index: int):
     """Classes present and, for each, a bool map of pixels within ``buffer_px`` of it."""
+    from scipy import ndimage  # imported here: the strategy names are needed where scipy may be missing
+
     fp = disk(buffer_px)
     classes: List[int] = [int(c) for c in np.unique(labels) if int(c) != ignore_index]
     reach = np.zeros((len(classes),) + labels.shape, dtype=bool)

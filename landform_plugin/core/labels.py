@@ -29,13 +29,3 @@ DEFAULT_CLASSES: List[LandformClass] = [
 
 CLASS_NAMES = [c.name for c in DEFAULT_CLASSES]
 NUM_CLASSES = len(DEFAULT_CLASSES)
-
-# The paper's class shares in its sampling areas (Table 1), in percent.
-PAPER_CLASS_SHARES = {0: 1.60, 1: 28.48, 2: 10.52, 3: 20.14, 4: 39.26}
-
-
-def class_by_code(code: int, classes: List[LandformClass] = DEFAULT_CLASSES) -> LandformClass:
-    for c in classes:
-        if c.code == code:
-            return c
-    raise KeyError(code)

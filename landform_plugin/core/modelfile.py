@@ -33,7 +33,6 @@ spec and loads the weights strictly (every key and shape must match).
 import json
 import os
 import struct
-import uuid
 from typing import Dict, List, Optional, Tuple
 
 from .errors import LandformError
@@ -235,9 +234,14 @@ def build_from_spec(spec: dict, encoder_weights: Optional[str] = None):
     )
 
 
-def save_model(path: str, model, spec: dict) -> str:
-    """Write ``model``'s weights and ``spec`` to ``path`` (.safetensors), atomically."""
-    from safetensors.torch import save_file
+def save_model(path: str, model, spec: dict, half: bool = False, outputs=None) -> str:
+    """Write ``model``'s weights and ``spec`` to ``path`` (.safetensors), atomically.
+
+    ``half``: store floating-point weights as float16 (they load into the float32
+    network). ``outputs``: an ``outputs.OutputSet`` to commit with the run's other
+    files; without one the model file is committed on its own.
+    """
+    from .outputs import OutputSet
 
     path = str(path)
     if not path.lower().endswith(".safetensors"):
@@ -248,17 +252,30 @@ def save_model(path: str, model, spec: dict) -> str:
         raise LandformError(
             f"The network takes {n_in} input channel(s) but the spec lists {len(spec['input_factors'])} factor(s)."
         )
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        save_file(state, tmp, metadata={METADATA_KEY: json.dumps(spec, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        state[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
+    metadata = {METADATA_KEY: json.dumps(spec, sort_keys=True)}
+    if outputs is not None:
+        write_safetensors(outputs.file(path), state, metadata, path)
+        return path
+    with OutputSet() as out:
+        write_safetensors(out.file(path), state, metadata, path)
     return path
+
+
+def write_safetensors(tmp: str, tensors: dict, metadata: dict, final: str) -> None:
+    """safetensors' save_file, with its I/O errors (a full disk) as a LandformError naming ``final``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from .outputs import write_failure
+
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+    except (SafetensorError, OSError) as exc:
+        raise write_failure(final, str(exc)) from None
 
 
 def load_model(path: str, device="cpu", expect_in_channels: Optional[int] = None, expect_factors=None):

@@ -10,16 +10,17 @@ import math
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
 
 from .errors import LandformError
+from .outputs import check_output_path, replace_with_sidecar, write_failure  # noqa: F401 (check_output_path re-exported)
 
-# Tiled GeoTIFF with ZSTD level 1: ../shared/GUIDE.md section 9 measured
-# compression as ~85 % of terrain-factor CPU time; ZSTD-1 is ~3x faster than
-# DEFLATE for files within 1.4 % of its size.
+# Tiled GeoTIFF with ZSTD level 1: compression measured as ~85 % of
+# terrain-factor CPU time; ZSTD-1 is ~3x faster than DEFLATE for files within
+# 1.4 % of its size.
 GTIFF_OPTIONS = [
     "TILED=YES",
     "BLOCKXSIZE=512",
@@ -87,16 +88,11 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     """Open ``path`` read-only and check ``band``; raise LandformError with a clear message."""
     if not path:
         raise LandformError("No raster was given.")
-    gdal.ErrorReset()
-    reason = ""
-    with _quiet_gdal():
-        try:
-            ds = gdal.Open(str(path), gdal.GA_ReadOnly)
-        except RuntimeError as exc:  # gdal.UseExceptions() is on (richdem and some plugins turn it on)
-            ds, reason = None, str(exc)
+    ds = open_dataset(path, gdal.OF_RASTER)
+    if ds is None and "/vsi" not in str(path) and not os.path.exists(str(path)):
+        raise LandformError(f"The raster '{path}' does not exist; check the path.")
     if ds is None:
-        reason = reason or gdal.GetLastErrorMsg() or "not a raster GDAL can read"
-        raise LandformError(f"Cannot open '{path}' as a raster: {reason}")
+        raise LandformError(f"Cannot open '{path}' as a raster: {gdal.GetLastErrorMsg() or 'not a raster GDAL can read'}. {READ_HINT}")
     if ds.RasterCount == 0:
         raise LandformError(f"'{path}' has no raster bands.")
     if not 1 <= int(band) <= ds.RasterCount:
@@ -129,6 +125,47 @@ def open_raster(path: str, band: int = 1) -> Tuple[gdal.Dataset, RasterInfo]:
     return ds, info
 
 
+def open_dataset(path: str, kinds: int = gdal.OF_RASTER | gdal.OF_VECTOR):
+    """``gdal.OpenEx`` read-only, quiet, and refusing damaged files: one that is empty,
+    one whose directory GDAL could only partly read, a GeoTIFF whose pixel blocks lie
+    past its end (cut short). Returns None when GDAL does not recognise the file."""
+    path = str(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise LandformError(f"Cannot open '{path}': the file is empty (0 bytes). {READ_HINT}")
+    gdal.ErrorReset()
+    with _GdalFailures(gdal.CE_Warning) as noted:
+        try:
+            ds = gdal.OpenEx(path, kinds | gdal.OF_READONLY)
+        except RuntimeError:  # gdal.UseExceptions() is on (richdem and some plugins turn it on)
+            ds = None
+    damage = [m for m in noted.messages if any(w in m for w in _DAMAGE_WORDS)]
+    if damage:
+        raise LandformError(f"'{path}' is damaged ({damage[0].strip()}). {READ_HINT}")
+    if ds is not None and ds.GetDriver().ShortName == "GTiff" and ds.RasterCount:
+        _check_tiff_blocks(ds, path)
+    return ds
+
+
+def _check_tiff_blocks(ds, path: str, max_blocks: int = 200_000) -> None:
+    """A GeoTIFF cut short still opens; its block table then points past the end of the file."""
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size is None:
+        return
+    b = ds.GetRasterBand(ds.RasterCount)  # band-interleaved files keep the last band last
+    bx, by = b.GetBlockSize()
+    nx, ny = -(-ds.RasterXSize // bx), -(-ds.RasterYSize // by)
+    step = max(1, (nx * ny) // max_blocks)
+    for k in list(range(0, nx * ny, step)) + [nx * ny - 1]:
+        x, y = k % nx, k // nx
+        offset = b.GetMetadataItem(f"BLOCK_OFFSET_{x}_{y}", "TIFF")
+        length = b.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF")
+        if offset and length and int(offset) + int(length) > size:
+            raise LandformError(
+                f"'{path}' is cut short: it is {size} bytes, but its pixel data runs to byte {int(offset) + int(length)}. "
+                f"{READ_HINT}"
+            )
+
+
 def require_crs(info: RasterInfo) -> None:
     """Terrain measures need metres: refuse rasters whose CRS is unknown."""
     if not info.has_crs:
@@ -136,6 +173,39 @@ def require_crs(info: RasterInfo) -> None:
             f"'{info.path}' has no coordinate reference system, so its cell size in metres is unknown. "
             "Assign its CRS first (Raster > Projections > Assign Projection)."
         )
+
+
+# GDAL's words, on opening, for a file whose directory or tags were cut off.
+_DAMAGE_WORDS = ("IO error", "Read error", "Cannot read TIFF directory", "truncated", "Incorrect count")
+READ_HINT = (
+    "Check that the file is complete and a raster GDAL reads (gdalinfo -checksum); "
+    "if it was cut short, export or download it again."
+)
+
+
+def read_band(band: gdal.Band, x0: int = 0, y0: int = 0, width: Optional[int] = None, height: Optional[int] = None,
+              path: Optional[str] = None, **kw) -> np.ndarray:
+    """``band.ReadAsArray`` that never returns None: a truncated or corrupt file raises
+    LandformError naming the file and what to do, instead of an AttributeError later."""
+    width = band.XSize - x0 if width is None else width
+    height = band.YSize - y0 if height is None else height
+    gdal.ErrorReset()
+    data, reason = None, ""
+    with _quiet_gdal():
+        try:
+            data = band.ReadAsArray(x0, y0, width, height, **kw)
+        except RuntimeError as exc:  # gdal.UseExceptions() may be on
+            reason = str(exc)
+    if data is None:
+        where = path or _band_source(band)
+        reason = reason or gdal.GetLastErrorMsg() or "GDAL returned no data"
+        raise LandformError(f"Could not read '{where}' (cells {x0},{y0} to {x0 + width},{y0 + height}): {reason}. {READ_HINT}")
+    return data
+
+
+def _band_source(band: gdal.Band) -> str:
+    ds = band.GetDataset()
+    return (ds.GetDescription() if ds is not None else "") or "an in-memory raster"
 
 
 class _quiet_gdal:
@@ -236,10 +306,7 @@ def read_window(band: gdal.Band, win: Window, nodata: Optional[float]) -> np.nda
     xs, ys = band.XSize, band.YSize
     rx0, ry0 = max(0, win.x0 - h), max(0, win.y0 - h)
     rx1, ry1 = min(xs, win.x0 + win.width + h), min(ys, win.y0 + win.height + h)
-    data = band.ReadAsArray(rx0, ry0, rx1 - rx0, ry1 - ry0)
-    if data is None:
-        raise LandformError(f"Could not read block at ({win.x0}, {win.y0}): {gdal.GetLastErrorMsg()}")
-    data = data.astype(np.float32, copy=False)
+    data = read_band(band, rx0, ry0, rx1 - rx0, ry1 - ry0).astype(np.float32, copy=False)
     if nodata is not None:
         if math.isnan(nodata):
             pass
@@ -256,8 +323,8 @@ def valid_fraction(ds: gdal.Dataset, info: RasterInfo, max_pixels: int = 1_000_0
     b = ds.GetRasterBand(info.band)
     step = max(1, int(math.ceil(math.sqrt(info.width * info.height / max_pixels))))
     bw, bh = max(1, info.width // step), max(1, info.height // step)
-    arr = b.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh, resample_alg=gdal.GRIORA_NearestNeighbour)
-    arr = arr.astype(np.float64)
+    arr = read_band(b, 0, 0, info.width, info.height, path=info.path, buf_xsize=bw, buf_ysize=bh,
+                    resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
     valid = np.isfinite(arr)
     if info.nodata is not None and not math.isnan(info.nodata):
         valid &= arr != info.nodata
@@ -274,11 +341,45 @@ def require_some_data(ds: gdal.Dataset, info: RasterInfo) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
+class _GdalFailures:
+    """Collect GDAL's CE_Failure messages (a full disk shows up only here: FlushCache
+    and closing return nothing in GDAL 3.6) while keeping stderr quiet; with
+    ``min_class`` CE_Warning also the warnings (a file cut short warns on opening)."""
+
+    def __init__(self, min_class: int = gdal.CE_Failure):
+        self.messages: List[str] = []
+        self.min_class = min_class
+
+    def _handler(self, err_class, _err_no, msg):
+        if err_class >= self.min_class:
+            self.messages.append(str(msg))
+
+    def __enter__(self) -> "_GdalFailures":
+        # With gdal.UseExceptions() on (richdem turns it on), closing a dataset that cannot
+        # be written raises inside its destructor, where nothing can catch it: turn it off here.
+        self.exceptions = bool(gdal.GetUseExceptions())
+        if self.exceptions:
+            gdal.DontUseExceptions()
+        gdal.PushErrorHandler(self._handler)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        gdal.PopErrorHandler()
+        if self.exceptions:
+            gdal.UseExceptions()
+        if isinstance(exc, RuntimeError) and not self.messages:
+            self.messages.append(str(exc))
+        return isinstance(exc, RuntimeError)
+
+
 class GeoTiffWriter:
     """Write a GeoTIFF under a temporary name and rename it into place on success.
 
     On an exception (including ``Cancelled``) the temporary file is deleted, so a
-    cancelled or failed run never leaves an output that looks complete.
+    cancelled or failed run never leaves an output that looks complete. Failed
+    writes (a full disk) raise LandformError. With ``outputs`` (an
+    ``outputs.OutputSet``) the set names the temporary file and commits it
+    together with the run's other outputs.
     """
 
     def __init__(
@@ -294,20 +395,24 @@ class GeoTiffWriter:
         width: Optional[int] = None,
         height: Optional[int] = None,
         geotransform: Optional[Sequence[float]] = None,
+        outputs=None,
     ):
         self.path = str(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self.tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
-        drv = gdal.GetDriverByName("GTiff")
+        if outputs is not None:  # an outputs.OutputSet: it renames (or deletes) this file with the others
+            self.tmp_path = outputs.file(self.path, writer=self)
+        else:
+            check_output_path(self.path)
+            folder = os.path.dirname(os.path.abspath(self.path))
+            self.tmp_path = os.path.join(folder, f".{os.path.basename(self.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
         opts = list(options or GTIFF_OPTIONS)
         if bands > 1:
             opts.append("INTERLEAVE=BAND")
         w = width if width is not None else like.width
         h = height if height is not None else like.height
-        ds = drv.Create(self.tmp_path, w, h, bands, data_type, opts)
+        with _GdalFailures() as failures:
+            ds = gdal.GetDriverByName("GTiff").Create(self.tmp_path, w, h, bands, data_type, opts)
         if ds is None:
-            raise LandformError(f"Cannot create '{self.path}': {gdal.GetLastErrorMsg()}")
+            raise write_failure(self.path, "; ".join(failures.messages) or gdal.GetLastErrorMsg() or "GDAL could not create it")
         ds.SetGeoTransform(list(geotransform if geotransform is not None else like.geotransform))
         if like.crs_wkt:
             ds.SetProjection(like.crs_wkt)
@@ -318,24 +423,16 @@ class GeoTiffWriter:
             if band_names and i < len(band_names):
                 b.SetDescription(str(band_names[i]))
         if color_table is not None:
-            ct = gdal.ColorTable()
-            names = [""] * (max(code for code, _, _ in color_table) + 1)
-            for code, rgb, name in color_table:
-                ct.SetColorEntry(int(code), (int(rgb[0]), int(rgb[1]), int(rgb[2]), 255))
-                names[int(code)] = name
-            b1 = ds.GetRasterBand(1)
-            b1.SetRasterColorTable(ct)
-            b1.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-            b1.SetCategoryNames(names)
+            _set_color_table(ds.GetRasterBand(1), color_table)
         self.ds = ds
 
     def write(self, array: np.ndarray, x0: int, y0: int, band: int = 1) -> None:
         """Write a 2-D array at (x0, y0) into ``band``, or a 3-D (bands, h, w) array into all bands."""
-        if array.ndim == 3:
-            for i in range(array.shape[0]):
-                self.ds.GetRasterBand(i + 1).WriteArray(array[i], x0, y0)
-        else:
-            self.ds.GetRasterBand(band).WriteArray(array, x0, y0)
+        planes = [(i + 1, array[i]) for i in range(array.shape[0])] if array.ndim == 3 else [(band, array)]
+        with _GdalFailures() as failures:
+            codes = [self.ds.GetRasterBand(b).WriteArray(a, x0, y0) for b, a in planes]
+        if failures.messages or any(codes):
+            raise write_failure(self.path, "; ".join(failures.messages) or "GDAL could not write a block")
 
     def band(self, i: int) -> gdal.Band:
         return self.ds.GetRasterBand(i)
@@ -350,33 +447,50 @@ class GeoTiffWriter:
             self.discard()
         return False
 
-    def commit(self) -> None:
+    def flush(self) -> None:
+        """Let GDAL write (compress) what it holds; raise LandformError when it could not."""
+        with _GdalFailures() as failures:
+            self.ds.FlushCache()
+        if failures.messages:
+            raise write_failure(self.path, "; ".join(dict.fromkeys(failures.messages)))
+
+    def close(self) -> None:
+        """Flush and close the temporary file; raise LandformError when GDAL could not write it."""
         if self.ds is None:
             return
-        self.ds.FlushCache()
-        self.ds = None
-        for stale in (self.path, self.path + ".aux.xml"):
-            if os.path.exists(stale):
-                os.remove(stale)
-        os.replace(self.tmp_path, self.path)
-        # GTiff keeps category names (and other PAM metadata) in a side-car .aux.xml:
-        # move it with the file, or the class names are lost.
-        if os.path.exists(self.tmp_path + ".aux.xml"):
-            os.replace(self.tmp_path + ".aux.xml", self.path + ".aux.xml")
+        with _GdalFailures() as failures:
+            self.ds.FlushCache()
+            self.ds = None
+        if failures.messages:
+            self.discard()
+            raise write_failure(self.path, "; ".join(dict.fromkeys(failures.messages)))
+
+    def commit(self) -> None:
+        if self.ds is None and not os.path.exists(self.tmp_path):
+            return
+        self.close()
+        replace_with_sidecar(self.tmp_path, self.path)
 
     def discard(self) -> None:
-        self.ds = None
+        with _GdalFailures():  # closing a file that cannot be written fails again: it is deleted anyway
+            self.ds = None
         for p in (self.tmp_path, self.tmp_path + ".aux.xml"):
             if os.path.exists(p):
                 os.remove(p)
 
 
+def _set_color_table(band: gdal.Band, color_table) -> None:
+    ct = gdal.ColorTable()
+    names = [""] * (max(code for code, _, _ in color_table) + 1)
+    for code, rgb, name in color_table:
+        ct.SetColorEntry(int(code), (int(rgb[0]), int(rgb[1]), int(rgb[2]), 255))
+        names[int(code)] = name
+    band.SetRasterColorTable(ct)
+    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    band.SetCategoryNames(names)
+
+
 def read_array(path: str, band: int = 1) -> np.ndarray:
     """Read a whole band (for tests and small rasters)."""
     ds, info = open_raster(path, band)
-    return ds.GetRasterBand(band).ReadAsArray()
-
-
-def iter_chunks(total: int, size: int) -> Iterator[Tuple[int, int]]:
-    for start in range(0, total, size):
-        yield start, min(size, total - start)
+    return read_band(ds.GetRasterBand(band), path=info.path)

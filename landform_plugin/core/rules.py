@@ -28,8 +28,8 @@ minus the lowest elevation in a square *local window* centred on the cell.
 
 Why these windows
 -----------------
-The paper gives no window; RDLS studies in China commonly use 2-5 km^2
-(../shared/GUIDE.md section 2). The default local window is the low end,
+The paper gives no window; RDLS studies in China commonly use 2-5 km^2.
+The default local window is the low end,
 2 km^2, i.e. a square of side sqrt(2) km = 1414 m (15-17 cells of a 3" SRTM
 DEM, 47 cells of a 30 m DEM). Larger windows reach across the incised valleys
 of low-relief plains: with a 4 km^2 window the Fort Worth prairie (a plain
@@ -40,7 +40,7 @@ The surface window (500 m, 0.25 km^2) is smaller than the local window because
 platform tops are often narrower than 1.4 km (mesas, river terraces, dissected
 tablelands): with flatness tested in the 2 km^2 window and the raised test
 above, the Zion plateaus got ~0 % platform and the whole collection 0.3 %
-(../shared/GUIDE.md section 8), against 10.5 % in the paper's sample. With the
+(measured), against 10.5 % in the paper's sample. With the
 500 m surface window (native 3" grids): Zion 7.5 %, Dead Sea / Moab tableland
 13.5 %, Fort Worth 12.6 %, San Gabriel Mountains 0.2 %; over the chips of the
 default model's 13 training DEMs (90 m) 11.6 %.
@@ -60,7 +60,7 @@ Implementation
 --------------
 Block by block with a halo (bounded memory: a few 512 x 512 blocks plus halo),
 relief by ``terrain.rdls_filter`` (running max/min by repeated doubling,
-../shared/GUIDE.md section 9: 3-4x faster than scipy's maximum_filter1d). The percentile of the
+measured 3-4x faster than scipy's maximum_filter1d). The percentile of the
 surrounding window is computed on block means of s x s cells, with s chosen so
 that the window spans about 15 such cells, aligned to the raster's origin (so
 the result does not depend on the block layout), and interpolated bilinearly
@@ -68,9 +68,8 @@ back to the cells: an approximation of the exact percentile filter that costs
 a few hundredths of it. NoData cells and cells outside the raster are ignored
 in every window; they get class 0.
 """
-import argparse
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -78,7 +77,9 @@ from osgeo import gdal
 
 from . import labels, rasters, terrain
 from .errors import LandformError
+from .outputs import OutputSet
 from .progress import Progress
+from .schema import add_cli_options, from_cli, option
 
 CHENG_CITATION = (
     "Cheng, W., Zhou, C., Li, B., Shen, Y., Zhang, B. (2011). Structure and contents of layered "
@@ -98,23 +99,33 @@ MOUNTAIN_SPLIT_CLASSES: List[labels.LandformClass] = list(labels.DEFAULT_CLASSES
 ]
 
 
+def _metres(default: float, key: str, label: str, advanced: bool = False):
+    return option(default, key, label, minimum=0.0, maximum=1e9, advanced=advanced)
+
+
 @dataclass
 class RuleParams:
     """Thresholds (m) and windows (m) of the rules; defaults as published (see module doc)."""
 
-    local_window_m: float = 1414.0  # side of the square relief window: 2 km^2
-    plain_max_relief_m: float = 30.0  # plain: relief < this (Cheng et al. 2011)
-    hill_max_relief_m: float = 200.0  # hill: relief < this, mountain >= (Cheng et al. 2011)
-    split_mountains: bool = False  # write the four mountain relief classes (codes 4-7)
-    middle_mountain_relief_m: float = 500.0
-    high_mountain_relief_m: float = 1000.0
-    highest_mountain_relief_m: float = 2500.0
-    platform: bool = True  # detect platforms at all
-    platform_height_m: float = 30.0  # raised by more than this above the surroundings
-    platform_flat_relief_m: float = 30.0  # surface flat: relief in the surface window < this
-    surface_window_m: float = 500.0  # side of the square surface (flatness) window
-    surround_window_m: float = 5000.0  # side of the square surrounding window
-    surround_percentile: float = 10.0  # the surroundings' reference level (percentile)
+    # In the order the Processing algorithm shows them.
+    platform: bool = option(True, "PLATFORM", "Detect platforms")
+    split_mountains: bool = option(False, "SPLIT_MOUNTAINS", "Split mountains into four relief classes (codes 4-7)")
+    # side of the square relief window: 2 km^2
+    local_window_m: float = _metres(1414.0, "LOCAL_WINDOW", "Local (relief) window side [m]")
+    # plain: relief < this; hill: relief < this, mountain >= (Cheng et al. 2011)
+    plain_max_relief_m: float = _metres(30.0, "PLAIN_RELIEF", "Plain: relief below [m]")
+    hill_max_relief_m: float = _metres(200.0, "HILL_RELIEF", "Hill: relief below [m] (mountain at or above)")
+    # raised by more than this above the surroundings
+    platform_height_m: float = _metres(30.0, "PLATFORM_HEIGHT", "Platform: raised above its surroundings by more than [m]")
+    # surface flat: relief in the surface window < this
+    platform_flat_relief_m: float = _metres(30.0, "FLAT_RELIEF", "Platform: surface relief below [m]", True)
+    surface_window_m: float = _metres(500.0, "SURFACE_WINDOW", "Platform: surface window side [m]", True)
+    surround_window_m: float = _metres(5000.0, "SURROUND_WINDOW", "Platform: surrounding window side [m]", True)
+    surround_percentile: float = option(10.0, "SURROUND_PERCENTILE", "Platform: surroundings level (percentile of elevation)",
+                                        minimum=0.0, maximum=100.0, advanced=True)
+    middle_mountain_relief_m: float = _metres(500.0, "MIDDLE_RELIEF", "Middle relief mountain from [m]", True)
+    high_mountain_relief_m: float = _metres(1000.0, "HIGH_RELIEF", "High relief mountain from [m]", True)
+    highest_mountain_relief_m: float = _metres(2500.0, "HIGHEST_RELIEF", "Highest relief mountain from [m]", True)
 
     def validate(self) -> None:
         for name in ("local_window_m", "surface_window_m", "surround_window_m"):
@@ -357,10 +368,9 @@ def classify_raster(
     ncls = len(params.classes)
     counts = np.zeros(max(ncls, 8), dtype=np.int64)
     table = [(c.code, c.color, c.name) for c in params.classes]
-    with rasters.GeoTiffWriter(
-        out_path, info, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
-        band_names=["landform class (rules)"], color_table=table,
-    ) as writer:
+    with OutputSet(inputs=[dem_path]) as out:
+        writer = rasters.GeoTiffWriter(out_path, info, outputs=out, bands=1, data_type=gdal.GDT_Byte, nodata=labels.NODATA_CLASS,
+                                        band_names=["landform class (rules)"], color_table=table)
         for i, win in enumerate(windows):
             progress.check()
             dem = rasters.read_window(src, win, info.nodata)
@@ -376,26 +386,8 @@ def classify_raster(
 # ----------------------------------------------------------------------------- CLI
 
 
-def params_from_args(args: argparse.Namespace) -> RuleParams:
-    kw = {f.name: getattr(args, f.name) for f in fields(RuleParams) if getattr(args, f.name, None) is not None}
-    return RuleParams(**kw)
-
-
-def add_param_args(p: argparse.ArgumentParser) -> None:
-    d = RuleParams()
-    for f in fields(RuleParams):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or isinstance(getattr(d, f.name), bool):
-            if getattr(d, f.name):
-                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", default=None)
-            else:
-                p.add_argument(flag, dest=f.name, action="store_true", default=None)
-        else:
-            p.add_argument(flag, dest=f.name, type=float, default=None, help=f"default {getattr(d, f.name)}")
-
-
 def _cli(args) -> int:
-    params = params_from_args(args)
+    params = from_cli(RuleParams, args)
     from . import block_jobs, blocks
 
     if block_jobs.engine_requested(args):
@@ -415,7 +407,7 @@ def register_cli(sub) -> None:
     p.add_argument("dem")
     p.add_argument("out")
     p.add_argument("--band", type=int, default=1)
-    add_param_args(p)
+    add_cli_options(p, RuleParams)
     from . import blocks
 
     blocks.add_engine_args(p)

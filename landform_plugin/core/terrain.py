@@ -88,6 +88,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import rasters
+from .outputs import OutputSet
+from .schema import add_cli_options, from_cli, option
 from .errors import LandformError
 from .progress import Progress
 
@@ -95,22 +97,12 @@ FACTOR_NAMES = ("slope", "aspect", "hillshade", "rdls", "curvature", "profile_cu
 THREE_BY_THREE = ("slope", "aspect", "hillshade", "curvature", "profile_curvature", "plan_curvature")
 CURVATURES = ("curvature", "profile_curvature", "plan_curvature")
 
-FACTOR_UNITS = {
-    "slope": "degrees",
-    "aspect": "degrees clockwise from north; -1 = flat",
-    "hillshade": "1-255 illumination (0 = NoData)",
-    "rdls": "metres (max - min elevation in the window)",
-    "curvature": "1/(100 m); positive = convex",
-    "profile_curvature": "1/(100 m); positive = convex",
-    "plan_curvature": "1/(100 m); positive = convex",
-}
-
 NODATA = -9999.0  # Float32 outputs
 HILLSHADE_NODATA = 0  # Byte hillshade, as gdaldem
 ASPECT_FLAT = -1.0
 
 DEFAULT_RDLS_WINDOW_M = 1000.0
-BLOCK_ROWS = 512  # ../shared/GUIDE.md section 9: ~512 x 2048 blocks are fastest
+BLOCK_ROWS = 512  # measured: ~512 x 2048 blocks are fastest
 BLOCK_COLS = 2048
 STRIP_PIXELS = 1 << 17  # 3x3 kernels work on strips of ~128k cells (0.5 MB arrays): measured ~1.3-1.7x faster than whole blocks
 
@@ -121,10 +113,11 @@ Number = Union[int, float]
 class FactorParams:
     """Parameters of the factors; defaults are gdaldem's (azimuth 315, altitude 45)."""
 
-    z_factor: float = 1.0
-    azimuth: float = 315.0
-    altitude: float = 45.0
-    rdls_window_m: float = DEFAULT_RDLS_WINDOW_M
+    z_factor: float = option(1.0, "Z_FACTOR", "Z-factor (elevation multiplier)", minimum=0.0, maximum=1e6)
+    rdls_window_m: float = option(DEFAULT_RDLS_WINDOW_M, "RDLS_WINDOW", "RDLS window side [m]", minimum=0.0, maximum=1e7)
+    azimuth: float = option(315.0, "AZIMUTH", "Hillshade sun azimuth [degrees clockwise from north]",
+                            minimum=0.0, maximum=360.0, advanced=True)
+    altitude: float = option(45.0, "ALTITUDE", "Hillshade sun altitude [degrees]", minimum=0.0, maximum=90.0, advanced=True)
     # (rows, cols), both odd; None = derive from rdls_window_m and the cell size.
     rdls_window_px: Optional[Tuple[int, int]] = None
 
@@ -252,7 +245,7 @@ def _neighbours(e: np.ndarray):
 def _running(a: np.ndarray, w: int, axis: int, op) -> np.ndarray:
     """op (np.fmax / np.fmin) over windows of length w along axis; output length n - w + 1.
 
-    Repeated doubling (../shared/GUIDE.md section 9): windows of 1, 2, 4, ...
+    Repeated doubling (measured fastest): windows of 1, 2, 4, ...
     then one combination of two overlapping power-of-two windows.
     """
     if w <= 1:
@@ -428,105 +421,119 @@ def window_raster_box(win: "rasters.Window", width: int, height: int) -> Tuple[i
 
 
 def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarray]:
+    res: Dict[str, np.ndarray] = {}
+    if any(k in names for k in ("slope", "aspect", "hillshade")):
+        res.update(_horn_factors(views, dx, dy, names, p))
+    if any(k in names for k in CURVATURES):
+        res.update(_curvatures(views, dx, dy, names))
+    return res
+
+
+def _horn_factors(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarray]:
+    """Slope, aspect and hillshade from Horn's (1981) 3x3 gradient, as gdaldem computes them."""
     z0, z1, z2, z3, z4, z5, z6, z7, z8 = views
     f32 = np.float32
     res: Dict[str, np.ndarray] = {}
-    need_horn = any(k in names for k in ("slope", "aspect", "hillshade"))
-    if need_horn:
-        # Horn sums in float32 in gdaldem's order (matters for near-flat aspect).
-        left = z0 + z3
-        left += z3
-        left += z6
-        right = z2 + z5
-        right += z5
-        right += z8
-        top = z0 + z1
-        top += z1
-        top += z2
-        bottom = z6 + z7
-        bottom += z7
-        bottom += z8
-        ew = right - left  # 8 * dx * dz/dx (east positive)
-        ns = top - bottom  # 8 * dy * dz/dy (north positive)
-        del left, right, top, bottom
-        gx = ew * (1.0 / (8.0 * dx)).astype(f32)
-        gy = ns * (1.0 / (8.0 * dy)).astype(f32)
-        if "slope" in names or "hillshade" in names:
-            g2 = gx * gx
-            g2 += gy * gy
-        if "slope" in names:
-            s = np.sqrt(g2)
-            np.arctan(s, out=s)
-            s *= f32(180.0 / math.pi)
-            res["slope"] = s
-        if "aspect" in names:
-            # gdaldem: atan2(dy, -dx) with dy = bottom - top, dx = right - left.
-            # Unscaled sums on square cells, exactly as gdaldem; else y scaled by dx/dy.
-            ratio = dx / dy
-            yy = np.negative(ns) if np.all(ratio == 1.0) else ns * (-ratio).astype(f32)
-            with np.errstate(invalid="ignore"):
-                a = np.arctan2(yy, np.negative(ew))
-                del yy
-                a *= f32(180.0 / math.pi)
-                np.subtract(f32(90.0), a, out=a)  # gdaldem: 90 - a, or 450 - a where a > 90
-                a += (a < 0) * f32(360.0)
-                a -= (a == 360.0) * f32(360.0)
-                a[(ew == 0) & (ns == 0)] = f32(ASPECT_FLAT)
-            res["aspect"] = a
-        if "hillshade" in names:
-            alt = math.radians(p.altitude)
-            az = math.radians(p.azimuth)
-            num = gx * f32(math.cos(alt) * math.sin(az))
-            num += gy * f32(math.cos(alt) * math.cos(az))
-            np.subtract(f32(math.sin(alt)), num, out=num)
-            g2 += 1.0
-            np.sqrt(g2, out=g2)
-            num /= g2
-            np.maximum(num, f32(0.0), out=num)  # 1 in shadow (cos <= 0), as gdaldem
-            num *= f32(254.0)
-            num += f32(1.0)
-            res["hillshade"] = num
-    curv = [k for k in names if k in CURVATURES]
-    if curv:
-        half = f32(0.5)
-        D = (z3 + z5) * half
-        D -= z4
-        D *= (1.0 / (dx * dx)).astype(f32)
-        E = (z1 + z7) * half
-        E -= z4
-        E *= (1.0 / (dy * dy)).astype(f32)
-        if "curvature" in names:
-            c = D + E
-            c *= f32(-200.0)
-            res["curvature"] = c
-        if "profile_curvature" in names or "plan_curvature" in names:
-            F = z2 - z0
-            F += z6
-            F -= z8
-            F *= (0.25 / (dx * dy)).astype(f32)
-            G = (z5 - z3) * (0.5 / dx).astype(f32)
-            H = (z1 - z7) * (0.5 / dy).astype(f32)
-            G2 = G * G
-            H2 = H * H
-            FGH = F * G
-            FGH *= H
-            s2 = G2 + H2
-            # Zero gradient: G = H = 0 make the numerators exactly 0, so the
-            # tiny floor gives 0 there (richdem's value) without masks.
-            np.maximum(s2, f32(1e-30), out=s2)
-            scale = f32(-200.0) / s2
-            if "profile_curvature" in names:
-                pr = D * G2
-                pr += E * H2
-                pr += FGH
-                pr *= scale
-                res["profile_curvature"] = pr
-            if "plan_curvature" in names:
-                pl = D * H2
-                pl += E * G2
-                pl -= FGH
-                pl *= scale
-                res["plan_curvature"] = pl
+    # Horn sums in float32 in gdaldem's order (matters for near-flat aspect).
+    left = z0 + z3
+    left += z3
+    left += z6
+    right = z2 + z5
+    right += z5
+    right += z8
+    top = z0 + z1
+    top += z1
+    top += z2
+    bottom = z6 + z7
+    bottom += z7
+    bottom += z8
+    ew = right - left  # 8 * dx * dz/dx (east positive)
+    ns = top - bottom  # 8 * dy * dz/dy (north positive)
+    del left, right, top, bottom
+    gx = ew * (1.0 / (8.0 * dx)).astype(f32)
+    gy = ns * (1.0 / (8.0 * dy)).astype(f32)
+    if "slope" in names or "hillshade" in names:
+        g2 = gx * gx
+        g2 += gy * gy
+    if "slope" in names:
+        s = np.sqrt(g2)
+        np.arctan(s, out=s)
+        s *= f32(180.0 / math.pi)
+        res["slope"] = s
+    if "aspect" in names:
+        # gdaldem: atan2(dy, -dx) with dy = bottom - top, dx = right - left.
+        # Unscaled sums on square cells, exactly as gdaldem; else y scaled by dx/dy.
+        ratio = dx / dy
+        yy = np.negative(ns) if np.all(ratio == 1.0) else ns * (-ratio).astype(f32)
+        with np.errstate(invalid="ignore"):
+            a = np.arctan2(yy, np.negative(ew))
+            del yy
+            a *= f32(180.0 / math.pi)
+            np.subtract(f32(90.0), a, out=a)  # gdaldem: 90 - a, or 450 - a where a > 90
+            a += (a < 0) * f32(360.0)
+            a -= (a == 360.0) * f32(360.0)
+            a[(ew == 0) & (ns == 0)] = f32(ASPECT_FLAT)
+        res["aspect"] = a
+    if "hillshade" in names:
+        alt = math.radians(p.altitude)
+        az = math.radians(p.azimuth)
+        num = gx * f32(math.cos(alt) * math.sin(az))
+        num += gy * f32(math.cos(alt) * math.cos(az))
+        np.subtract(f32(math.sin(alt)), num, out=num)
+        g2 += 1.0
+        np.sqrt(g2, out=g2)
+        num /= g2
+        np.maximum(num, f32(0.0), out=num)  # 1 in shadow (cos <= 0), as gdaldem
+        num *= f32(254.0)
+        num += f32(1.0)
+        res["hillshade"] = num
+    return res
+
+
+def _curvatures(views, dx, dy, names) -> Dict[str, np.ndarray]:
+    """Surface, profile and plan curvature (Zevenbergen & Thorne 1987), 1/(100 m), convex positive."""
+    z0, z1, z2, z3, z4, z5, z6, z7, z8 = views
+    f32 = np.float32
+    res: Dict[str, np.ndarray] = {}
+    half = f32(0.5)
+    D = (z3 + z5) * half
+    D -= z4
+    D *= (1.0 / (dx * dx)).astype(f32)
+    E = (z1 + z7) * half
+    E -= z4
+    E *= (1.0 / (dy * dy)).astype(f32)
+    if "curvature" in names:
+        c = D + E
+        c *= f32(-200.0)
+        res["curvature"] = c
+    if "profile_curvature" in names or "plan_curvature" in names:
+        F = z2 - z0
+        F += z6
+        F -= z8
+        F *= (0.25 / (dx * dy)).astype(f32)
+        G = (z5 - z3) * (0.5 / dx).astype(f32)
+        H = (z1 - z7) * (0.5 / dy).astype(f32)
+        G2 = G * G
+        H2 = H * H
+        FGH = F * G
+        FGH *= H
+        s2 = G2 + H2
+        # Zero gradient: G = H = 0 make the numerators exactly 0, so the
+        # tiny floor gives 0 there (richdem's value) without masks.
+        np.maximum(s2, f32(1e-30), out=s2)
+        scale = f32(-200.0) / s2
+        if "profile_curvature" in names:
+            pr = D * G2
+            pr += E * H2
+            pr += FGH
+            pr *= scale
+            res["profile_curvature"] = pr
+        if "plan_curvature" in names:
+            pl = D * H2
+            pl += E * G2
+            pl -= FGH
+            pl *= scale
+            res["plan_curvature"] = pl
     return res
 
 
@@ -593,7 +600,7 @@ def derive_terrain_factors(
     a regular pixel sample, the paper's Fig. 4) goes to ``correlation_csv``
     when given. Returns {"outputs": {...}, "rdls_window_px": ..., "correlation": ...}.
     Raises LandformError on bad input, Cancelled when ``progress`` says so;
-    in both cases no output file is left behind.
+    in both cases no output file is left behind (all outputs or none).
     """
     progress = progress or Progress()
     outputs = {k: v for k, v in dict(outputs).items() if v}
@@ -605,84 +612,96 @@ def derive_terrain_factors(
     names = list(FACTOR_NAMES) if correlation_csv else [n for n in FACTOR_NAMES if n in outputs]
     p = check_raster(ds, info, names, p)
     halo = halo_pixels(names, p)
-    src = ds.GetRasterBand(band)
     windows = rasters.block_windows(info.width, info.height, block_cols, block_rows, halo)
-    stride = _sample_stride(info, max_samples)
-    samples = {k: [] for k in ("dem",) + tuple(names)} if correlation_csv else None
     if "rdls" in names:
         progress.info(f"RDLS window: {p.rdls_window_px[1]} x {p.rdls_window_px[0]} pixels for {p.rdls_window_m:g} m")
+    t0 = time.time()
+    correlation = None
+    with OutputSet(inputs=[dem_path]) as out:
+        writers = {name: rasters.GeoTiffWriter(outputs[name], info, outputs=out, **_writer_options(name))
+                   for name in FACTOR_NAMES if name in outputs}
+        table_tmp = out.file(correlation_csv) if correlation_csv else None
+        blocks = _FactorBlocks(ds, info, names, p, halo, writers, _sample_stride(info, max_samples) if table_tmp else 0)
+        blocks.run(windows, progress, workers)
+        if table_tmp:
+            correlation = correlation_table(blocks.samples)
+            _write_csv(table_tmp, correlation)
+    progress.info(f"Terrain factors for {info.width} x {info.height} pixels in {time.time() - t0:.1f} s")
+    return {"outputs": dict(outputs), "rdls_window_px": p.rdls_window_px, "correlation": correlation, "params": p}
 
+
+def _writer_options(name: str) -> dict:
     from osgeo import gdal
 
-    writers = {}
-    t0 = time.time()
-    try:
-        for name in FACTOR_NAMES:
-            if name not in outputs:
-                continue
-            if name == "hillshade":
-                writers[name] = rasters.GeoTiffWriter(outputs[name], info, data_type=gdal.GDT_Byte, nodata=HILLSHADE_NODATA, band_names=[name])
-            else:
-                writers[name] = rasters.GeoTiffWriter(outputs[name], info, data_type=gdal.GDT_Float32, nodata=NODATA, band_names=[name])
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) if workers > 1 else None
+    if name == "hillshade":
+        return {"data_type": gdal.GDT_Byte, "nodata": HILLSHADE_NODATA, "band_names": [name]}
+    return {"data_type": gdal.GDT_Float32, "nodata": NODATA, "band_names": [name]}
 
-        def compute(elev, win, dxr, dyr):
-            box = window_raster_box(win, info.width, info.height)
-            return compute_factors_block(elev, dxr, dyr, names, p, crop=halo, raster_box=box)
 
+class _FactorBlocks:
+    """Reads DEM blocks, computes the factors in a thread pool, writes them in order
+    and (``stride`` > 0) samples the values for the correlation table."""
+
+    def __init__(self, ds, info, names, params, halo, writers, stride):
+        self.ds, self.info, self.names, self.p, self.halo = ds, info, names, params, halo
+        self.writers, self.stride = writers, stride
+        self.src = ds.GetRasterBand(info.band)
+        self.samples = {k: [] for k in ("dem",) + tuple(names)} if stride else None
+        self.elev_by_win = {}
+        self.done = 0
+
+    def compute(self, elev, win, dxr, dyr):
+        box = window_raster_box(win, self.info.width, self.info.height)
+        return compute_factors_block(elev, dxr, dyr, self.names, self.p, crop=self.halo, raster_box=box)
+
+    def finish(self, win, result, progress, total):
+        if self.samples is not None:  # before the in-place NoData conversion below
+            _collect(self.samples, result, win, self.halo, self.stride, self.elev_by_win.pop((win.x0, win.y0)))
+        for name, w in self.writers.items():
+            w.write(_to_file_values(name, result[name], inplace=True), win.x0, win.y0)
+        self.done += 1
+        if win.x0 + win.width >= self.info.width:
+            # A whole row of blocks is done: let GDAL compress and release its tiles.
+            for w in self.writers.values():
+                w.flush()
+            self.ds.FlushCache()
+        progress.update(100.0 * self.done / total)
+
+    def read(self, win):
+        h = self.halo
+        elev = rasters.read_window(self.src, win, self.info.nodata)
+        if self.samples is not None:
+            self.elev_by_win[(win.x0, win.y0)] = elev[h : h + win.height, h : h + win.width]
+        dxr, dyr = rasters.cell_sizes_m(self.info, win.y0 - h, win.height + 2 * h)
+        return elev, dxr, dyr
+
+    def run(self, windows, progress, workers: int) -> None:
+        if workers <= 1:
+            for win in windows:
+                progress.check()
+                self.finish(win, self.compute(*self._args(win)), progress, len(windows))
+            return
         pending = deque()
-        elev_by_win = {}
-        done = 0
-
-        def finish(win, result):
-            nonlocal done
-            if samples is not None:  # before the in-place NoData conversion below
-                _collect(samples, result, win, halo, stride, elev_by_win.pop((win.x0, win.y0)))
-            for name, w in writers.items():
-                w.write(_to_file_values(name, result[name], inplace=True), win.x0, win.y0)
-            done += 1
-            if win.x0 + win.width >= info.width:
-                # A whole row of blocks is done: let GDAL compress and release its tiles.
-                for w in writers.values():
-                    w.ds.FlushCache()
-                ds.FlushCache()
-            progress.update(100.0 * done / len(windows))
-
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         try:
             for win in windows:
                 progress.check()
-                elev = rasters.read_window(src, win, info.nodata)
-                if samples is not None:
-                    elev_by_win[(win.x0, win.y0)] = elev[halo : halo + win.height, halo : halo + win.width]
-                dxr, dyr = rasters.cell_sizes_m(info, win.y0 - halo, win.height + 2 * halo)
-                if pool is None:
-                    finish(win, compute(elev, win, dxr, dyr))
-                    continue
-                pending.append((win, pool.submit(compute, elev, win, dxr, dyr)))
-                while len(pending) > max(1, workers):
+                pending.append((win, pool.submit(self.compute, *self._args(win))))
+                while len(pending) > workers:
                     w0, fut = pending.popleft()
-                    finish(w0, fut.result())
+                    self.finish(w0, fut.result(), progress, len(windows))
             while pending:
                 progress.check()
                 w0, fut = pending.popleft()
-                finish(w0, fut.result())
+                self.finish(w0, fut.result(), progress, len(windows))
         finally:
-            if pool is not None:
-                for _, fut in pending:
-                    fut.cancel()
-                pool.shutdown(wait=True)
-        correlation = None
-        if samples is not None:
-            correlation = correlation_table(samples)
-            _write_csv_atomic(correlation_csv, correlation)
-        for w in writers.values():
-            w.commit()
-    except BaseException:
-        for w in writers.values():
-            w.discard()
-        raise
-    progress.info(f"Terrain factors for {info.width} x {info.height} pixels in {time.time() - t0:.1f} s")
-    return {"outputs": dict(outputs), "rdls_window_px": p.rdls_window_px, "correlation": correlation, "params": p}
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+
+    def _args(self, win):
+        elev, dxr, dyr = self.read(win)
+        return elev, win, dxr, dyr
 
 
 def _collect(samples, result, win, halo, stride, elev_core):
@@ -717,18 +736,14 @@ def correlation_table(samples: Mapping[str, Sequence[np.ndarray]]) -> Dict[str, 
     return {"names": names, "matrix": mat, "counts": counts}
 
 
-def _write_csv_atomic(path: str, table) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.partial")
+def _write_csv(path: str, table) -> None:
     names = table["names"]
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["factor"] + names + ["n_pixels"])
         for i, a in enumerate(names):
             row = ["" if not np.isfinite(v) else f"{v:.4f}" for v in table["matrix"][i]]
             w.writerow([a] + row + [int(table["counts"][i, i])])
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -740,10 +755,7 @@ def register_cli(subparsers) -> None:
     ap.add_argument("outdir", help="folder for <factor>.tif outputs")
     ap.add_argument("--band", type=int, default=1)
     ap.add_argument("--factors", default=",".join(FACTOR_NAMES), help="comma-separated subset of " + ",".join(FACTOR_NAMES))
-    ap.add_argument("--z-factor", type=float, default=1.0)
-    ap.add_argument("--azimuth", type=float, default=315.0)
-    ap.add_argument("--altitude", type=float, default=45.0)
-    ap.add_argument("--rdls-window-m", type=float, default=DEFAULT_RDLS_WINDOW_M)
+    add_cli_options(ap, FactorParams)
     ap.add_argument("--correlation", default=None, help="write the factor correlation table (CSV) here")
     ap.add_argument("--workers", type=int, default=2)
     from . import blocks
@@ -756,7 +768,7 @@ def _cli(args) -> int:
     names = [n.strip() for n in args.factors.split(",") if n.strip()]
     _check_names(names)
     outputs = {n: os.path.join(args.outdir, f"{n}.tif") for n in names}
-    params = FactorParams(args.z_factor, args.azimuth, args.altitude, args.rdls_window_m)
+    params = from_cli(FactorParams, args)
     from . import block_jobs, blocks
 
     if block_jobs.engine_requested(args):

@@ -14,7 +14,7 @@ value changeable:
   over the N labelled pixels, with w(no data) = 1 and w(c) = 1 + 1/share(c),
   share the class's fraction of the labelled training pixels. The paper says
   "1.0 plus the inverse of their percentages"; read as a fraction (0.2848 ->
-  4.5) this is what ../shared/GUIDE.md section 8 measured. A rare class gets a
+  4.5) is the reading that trained well when measured. A rare class gets a
   huge weight (platform at 0.3 % -> 334, over-predicted 11x there), hence the
   optional ``weight_cap``;
 - Adam, learning rate 1e-5 held for 20 epochs, then decayed linearly to 0 at
@@ -36,65 +36,64 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import metrics
+from . import devices, metrics, modelfile
+from .chipset import FORMAT, MANIFEST, VERSION, ChipSet, augment_pair, read_manifest, split_chips  # noqa: F401 (re-exported)
 from .errors import Cancelled, LandformError
+from .nets.registry import MULTICHANNEL_MODES, NORMS, PRESETS, resolve_architecture  # noqa: F401 (re-exported)
+from .outputs import OutputSet, check_output_path
 from .progress import Progress
-
-FORMAT = "landform-chips"
-VERSION = 1
-MANIFEST = "manifest.json"
-
-# Named presets: the paper's Table 3 models plus light backbones for CPU users.
-PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
-    "fcn_resnet50": ("fcn_resnet", "resnet50"),
-    "fcn_resnet101": ("fcn_resnet", "resnet101"),
-    "fcn_resnet34": ("fcn_resnet", "resnet34"),
-    "fcn_resnet18": ("fcn_resnet", "resnet18"),
-    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
-    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
-    "unet": ("unet", None),
-    "attention_unet": ("attention_unet", None),
-    "fcn8s": ("fcn8s", None),
-}
-DEFAULT_BACKBONE = {"fcn_resnet": "resnet50", "deeplabv3": "resnet101", "unet": "none", "attention_unet": "none", "fcn8s": "vgg16"}
+from .schema import add_cli_options, from_cli, option
 
 
 @dataclass
 class TrainConfig:
+    """The settings of a training run; each user-facing one declared once (core.schema)
+    for the command line and the Processing algorithm alike."""
+
     chips: str
     out: str
-    architecture: str = "fcn_resnet"  # registry name or a PRESETS key
+    architecture: str = "fcn_resnet"  # registry name or a nets.registry.PRESETS key
     backbone: Optional[str] = None  # None: the architecture's default (resnet50 for fcn_resnet)
-    multichannel: str = "stack"  # stack | per_factor
-    norm: str = "batch"
+    multichannel: str = option(
+        "per_factor", "MULTICHANNEL", "Several factors", choices=MULTICHANNEL_MODES[::-1], advanced=True,
+        choice_labels=("one encoder per factor (paper)", "stacked channels, one encoder"),
+        help="per_factor: one encoder per factor (the paper's); stack: all factors as channels of one encoder")
+    norm: str = option("batch", "NORM", "Normalisation layers", choices=NORMS, processing=False)
     arch_options: Dict[str, object] = field(default_factory=dict)
     encoder_weights: Optional[str] = None  # local .safetensors with torchvision ResNet weights
-    epochs: int = 50
-    lr: float = 1e-5
-    hold_epochs: int = 20
-    batch_size: Optional[int] = None  # None: 4 for one channel, 2 for several
-    val_fraction: float = 0.2
-    seed: int = 0
-    class_weights: str = "paper"  # paper | none
-    weight_cap: Optional[float] = None
-    augment: bool = False
-    max_iterations: Optional[int] = None  # stop after this many training batches (this run)
-    max_minutes: Optional[float] = None  # stop after this many minutes (this run)
+    epochs: int = option(50, "EPOCHS", "Epochs", minimum=1, maximum=10000, advanced=True)
+    lr: float = option(1e-5, "LR", "Learning rate", minimum=1e-9, maximum=1.0, advanced=True)
+    hold_epochs: int = option(20, "HOLD_EPOCHS", "Epochs at the full learning rate", minimum=0, maximum=10000, advanced=True)
+    batch_size: Optional[int] = option(None, "BATCH_SIZE", "Batch size [chips] (0 = 4 for one factor, 2 for several)",
+                                       kind="int", minimum=0, maximum=1024, advanced=True, zero_means_none=True)
+    val_fraction: float = option(0.2, "VAL_FRACTION", "Validation share", minimum=0.01, maximum=0.9, advanced=True)
+    seed: int = option(0, "SEED", "Random seed", minimum=0, maximum=2**31 - 1, advanced=True)
+    class_weights: str = option("paper", "CLASS_WEIGHTS", "Class weights", choices=("paper", "none"), processing=False,
+                                help="paper: 1 + 1/share of each class")
+    weight_cap: Optional[float] = option(None, "WEIGHT_CAP", "Class weight cap (0 = none)", kind="float", minimum=0.0,
+                                         maximum=1e6, advanced=True, zero_means_none=True, help="e.g. 20")
+    augment: bool = option(False, "AUGMENT", "Flip/rotate augmentation", advanced=True)
+    max_minutes: Optional[float] = option(None, "MAX_MINUTES", "Time limit [minutes] (0 = none)", kind="float",
+                                          minimum=0.0, maximum=1e6, advanced=True, zero_means_none=True)
+    max_iterations: Optional[int] = option(None, "MAX_ITERATIONS", "Iteration limit [batches] (0 = none)", kind="int",
+                                           minimum=0, maximum=10**9, advanced=True, zero_means_none=True)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (CUDA: bf16/fp16; CPU: bf16 only with AVX512-BF16/AMX) | on | off
+    amp: str = option("auto", "AMP", "Mixed precision", choices=("auto", "on", "off"), processing=False,
+                      help="auto: bf16/fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX")
     channels_last: Optional[bool] = None  # None: on for CUDA, off for CPU (slower here)
-    num_workers: int = 0
-    threads: Optional[int] = None
-    keep: str = "last"  # last | best (by validation MIoU)
+    num_workers: int = option(0, "WORKERS", "Background loading threads (0 or 1)", processing=False, flag="--workers")
+    threads: Optional[int] = option(None, "THREADS", "Torch CPU threads", kind="int", processing=False)
+    keep: str = option("last", "KEEP", "Weights to keep", choices=("last", "best"), processing=False,
+                       help="best: the epoch with the highest validation MIoU")
     resume: Optional[str] = None  # checkpoint path, or "auto" for <stem>.checkpoint.safetensors
     checkpoint_every_epoch: bool = True
-    bn_recalibrate: int = 0  # >0: re-estimate BatchNorm statistics over this many training batches at the end
+    bn_recalibrate: int = option(0, "BN_RECALIBRATE", "Re-estimate BatchNorm statistics over N training batches at the end "
+                                 "(0 = off)", minimum=0, maximum=100000, advanced=True)
 
 
 @dataclass
@@ -109,37 +108,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers (numpy only)
-
-
-def resolve_architecture(architecture: str, backbone: Optional[str]) -> Tuple[str, str]:
-    arch = architecture
-    if architecture in PRESETS:
-        arch, preset_backbone = PRESETS[architecture]
-        if backbone is None:
-            backbone = preset_backbone
-    if backbone is None:
-        backbone = DEFAULT_BACKBONE.get(arch)
-    if backbone is None:
-        from .nets.registry import get_architecture
-
-        a = get_architecture(arch)
-        backbone = a.backbones[0] if a.backbones else "none"
-    return arch, backbone
-
-
-def split_chips(n: int, val_fraction: float, seed: int) -> Tuple[List[int], List[int]]:
-    """Random train / validation indices (seeded); at least one chip in each."""
-    if not 0 < val_fraction < 1:
-        raise LandformError(f"The validation share must be between 0 and 1, not {val_fraction}.")
-    n_val = int(round(n * val_fraction))
-    if n < 2 or n_val < 1 or n - n_val < 1:
-        raise LandformError(
-            f"Too few chips for a validation split: {n} chip(s) with a validation share of {val_fraction:g} "
-            f"leaves {n_val} for validation and {n - n_val} for training. Export more chips (a smaller chip size, "
-            "more or larger DEMs, a lower minimum labelled share) or change the validation share."
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
 def paper_class_weights(counts, cap: Optional[float] = None, nodata_class: int = 0) -> np.ndarray:
@@ -161,18 +129,6 @@ def lr_at(epoch: int, lr0: float, hold: int, epochs: int) -> float:
     if epoch < hold or epochs <= hold:
         return float(lr0)
     return float(lr0) * max(0.0, (epochs - epoch) / float(epochs - hold))
-
-
-def augment_pair(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-    """Random horizontal/vertical flip and 90-degree rotation of a (C,H,W) / (H,W) pair."""
-    k = int(rng.integers(0, 4))
-    if k:
-        x = np.rot90(x, k, axes=(1, 2))
-        y = np.rot90(y, k, axes=(0, 1))
-    if rng.random() < 0.5:
-        x = x[:, :, ::-1]
-        y = y[:, ::-1]
-    return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
 def write_history_csv(history: List[dict], path: str) -> str:
@@ -222,8 +178,7 @@ def output_paths(out: str) -> Dict[str, str]:
     if not out.lower().endswith(".safetensors"):
         raise LandformError(f"The model file must end in .safetensors; '{out}' does not.")
     stem = out[: -len(".safetensors")]
-    os.makedirs(os.path.dirname(out), exist_ok=True)  # every file below goes next to the model
-    return {
+    paths = {
         "model": out,
         "log_csv": stem + "_training.csv",
         "curve_png": stem + "_training.png",
@@ -231,61 +186,9 @@ def output_paths(out: str) -> Dict[str, str]:
         "confusion_png": stem + "_val_confusion.png",
         "checkpoint": stem + ".checkpoint.safetensors",
     }
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def read_manifest(chip_dir: str) -> dict:
-    """Load and check a chip folder's manifest (json only: no GDAL needed)."""
-    path = os.path.join(chip_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise LandformError(f"'{chip_dir}' is not a chip folder (no {MANIFEST}); export chips first.")
-    with open(path, encoding="utf-8") as fh:
-        m = json.load(fh)
-    if m.get("format") != FORMAT:
-        raise LandformError(f"'{path}' is not a landform chip manifest.")
-    if int(m.get("version", 0)) > VERSION:
-        raise LandformError(f"'{path}' was written by a newer version of the plugin (format {m.get('version')}).")
-    if not m.get("chips"):
-        raise LandformError(f"The chip folder '{chip_dir}' holds no chips.")
-    return m
-
-
-class ChipSet:
-    """Chips listed in a manifest, loaded on demand with numpy."""
-
-    def __init__(self, chip_dir: str, manifest: dict, ids: List[int], augment: bool, seed: int):
-        self.dir = chip_dir
-        self.items = [manifest["chips"][i] for i in ids]
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        item = self.items[i]
-        x = np.load(os.path.join(self.dir, item["x"]))
-        y = np.load(os.path.join(self.dir, item["y"]))
-        if self.augment:
-            x, y = augment_pair(x, y, np.random.default_rng([self.seed, self.epoch, i]))
-        return x.astype(np.float32, copy=False), y.astype(np.int64)
-
-    def batches(self, batch_size: int, shuffle: bool):
-        """Batches in a per-epoch seeded order. When shuffling (training) a trailing batch of
-        a single chip is left out (BatchNorm cannot train on one sample with a 1x1 map, as in
-        ASPP's pooling branch); the next epoch's order differs, so every chip is still used."""
-        order = np.arange(len(self))
-        if shuffle:
-            order = np.random.default_rng([self.seed, 7919, self.epoch]).permutation(len(self))
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            if shuffle and len(idx) == 1 and batch_size > 1:
-                return
-            xs, ys = zip(*(self[int(i)] for i in idx))
-            yield np.stack(xs), np.stack(ys)
+    for path in paths.values():  # every file goes next to the model: check the folder before any work
+        check_output_path(path)
+    return paths
 
 
 def _prefetch(it, workers: int):
@@ -311,7 +214,6 @@ def _prefetch(it, workers: int):
 
 def save_checkpoint(path: str, model, optimizer, meta: dict) -> str:
     import torch
-    from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     osd = optimizer.state_dict()
@@ -321,15 +223,8 @@ def save_checkpoint(path: str, model, optimizer, meta: dict) -> str:
             tensors[f"optim.{pid}.{name}"] = t.detach().to("cpu").contiguous()
     meta = dict(meta)
     meta["param_groups"] = osd["param_groups"]
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        save_file(tensors, tmp, metadata={"landform_checkpoint": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with OutputSet() as out:
+        modelfile.write_safetensors(out.file(path), tensors, {"landform_checkpoint": json.dumps(meta)}, path)
     return path
 
 
@@ -359,13 +254,67 @@ def load_checkpoint(path: str, model, optimizer, device) -> dict:
     return meta
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- training engine
 
 
-def recalibrate_batchnorm(model, chipset: "ChipSet", batches: int, batch_size: int, to_dev, autocast, progress) -> int:
+class Step:
+    """What every batch needs: the device, the precision and the loss (weighted
+    cross-entropy over labelled pixels, eq. 1) with the confusion counts."""
+
+    def __init__(self, device, num_classes: int, ignore: int, weights=None, dtype=None, channels_last: bool = False):
+        self.device, self.num_classes, self.ignore = device, num_classes, ignore
+        self.weights, self.dtype, self.channels_last = weights, dtype, channels_last
+
+    def to_device(self, xb, yb):
+        import torch
+
+        x = torch.from_numpy(xb).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(yb).to(self.device, non_blocking=True)
+
+    def autocast(self):
+        return devices.autocast(self.device, self.dtype)
+
+    def loss_and_cm(self, logits, y):
+        import torch
+        import torch.nn.functional as F
+
+        n = self.num_classes
+        logits = logits.float()
+        valid = y != self.ignore
+        n_valid = valid.sum()
+        loss = F.cross_entropy(logits, y, weight=self.weights, ignore_index=self.ignore, reduction="sum") / n_valid.clamp(min=1)
+        pred = logits.argmax(1)
+        cm = torch.bincount(y[valid] * n + pred[valid], minlength=n * n).reshape(n, n)
+        return loss, cm, int(n_valid)
+
+
+def evaluate_chips(model, chipset: ChipSet, step: Step, batch_size: int, progress: Progress, workers: int = 0):
+    """Confusion matrix and summed loss over ``chipset``, always in eval mode (BatchNorm
+    with running statistics, as classification runs). Returns (cm, loss_sum, pixels)."""
+    import torch
+
+    model.eval()
+    cm_val = torch.zeros(step.num_classes, step.num_classes, dtype=torch.int64, device=step.device)
+    loss_sum, n = 0.0, 0
+    with torch.no_grad():
+        for xb, yb in _prefetch(chipset.batches(batch_size, False), workers):
+            progress.check()
+            x, y = step.to_device(xb, yb)
+            with step.autocast():
+                out = model(x)
+            loss, cm_b, nv = step.loss_and_cm(out, y)
+            cm_val += cm_b
+            loss_sum += float(loss) * nv
+            n += nv
+    return cm_val.cpu().numpy(), loss_sum, n
+
+
+def recalibrate_batchnorm(model, chipset: ChipSet, batches: int, batch_size: int, step: Step, progress: Progress) -> int:
     """Re-estimate BatchNorm running statistics as exact averages over ``batches`` training
     batches (no gradient). BatchNorm trained at small batch from scratch can collapse in eval
-    mode (../shared/GUIDE.md section 8); this fixes its statistics without changing weights.
+    mode; this fixes its statistics without changing weights.
     Returns the number of BatchNorm layers updated."""
     import torch
 
@@ -384,9 +333,8 @@ def recalibrate_batchnorm(model, chipset: "ChipSet", batches: int, batch_size: i
             start = done
             for xb, yb in chipset.batches(batch_size, True):
                 progress.check()
-                x, _ = to_dev(xb, yb)
-                with autocast():
-                    model(x)
+                with step.autocast():
+                    model(step.to_device(xb, yb)[0])
                 done += 1
                 if done >= batches:
                     break
@@ -399,349 +347,334 @@ def recalibrate_batchnorm(model, chipset: "ChipSet", batches: int, batch_size: i
     return len(bns)
 
 
+class Trainer:
+    """One training run, in the shape of torchgeo's trainers: ``setup`` (data, model,
+    resume), ``train_epoch``, ``validate``, ``checkpoint`` and ``finish`` (BatchNorm
+    statistics, the model file and its reports, written together or not at all)."""
 
-def _device(name: str):
-    import torch
+    def __init__(self, cfg: TrainConfig, progress: Optional[Progress] = None):
+        self.cfg = cfg
+        self.progress = progress or Progress()
+        self.t_start = time.time()
+        self.history: List[dict] = []
+        self.best = {"miou": -1.0, "epoch": None, "state": None, "cm": None}
+        self.its, self.its_before, self.stopped, self.last_cm = 0, 0, "", None
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LandformError("CUDA was requested but no CUDA GPU is available to PyTorch; use device 'cpu' or 'auto'.")
-    return torch.device(name)
+    def fit(self) -> TrainResult:
+        self.setup()
+        try:
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                self.end_epoch(epoch, self.train_epoch(epoch))
+                if self.stopped:
+                    break
+        except Cancelled:
+            raise Cancelled(f"training cancelled: {self._kept()}") from None
+        return self.finish()
 
+    # ------------------------------------------------------------------ setup
 
-def _amp_dtype(device, amp: str):
-    import torch
+    def setup(self) -> None:
+        self._setup_data()
+        self._setup_model()
+        self._resume()
+        cfg = self.cfg
+        self.train_set = ChipSet(cfg.chips, self.manifest, self.train_ids, cfg.augment, cfg.seed)
+        self.val_set = ChipSet(cfg.chips, self.manifest, self.val_ids, False, cfg.seed)
+        bs = self.batch_size
+        n_batches = len(self.train_set) // bs + (1 if len(self.train_set) % bs > 1 else 0)
+        self.total_its = max(1, (cfg.epochs - self.start_epoch) * n_batches)
+        if cfg.max_iterations:
+            self.total_its = min(self.total_its, int(cfg.max_iterations))
+        self.deadline = self.t_start + 60.0 * cfg.max_minutes if cfg.max_minutes else None
+        self.its_before = int(self.history[-1]["iterations"]) if self.history else 0
 
-    if amp == "off":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and (amp == "on" or _cpu_has_fast_bf16()):
-        return torch.bfloat16
-    return None
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        self.manifest = m = read_manifest(cfg.chips)
+        self.paths = output_paths(cfg.out)
+        self.arch, self.backbone = resolve_architecture(cfg.architecture, cfg.backbone)
+        self.factors = list(m["input_factors"])
+        self.num_classes = n = int(m["num_classes"])
+        if cfg.keep not in ("last", "best"):
+            raise LandformError("keep must be 'last' or 'best'.")
+        if cfg.epochs < 1:
+            raise LandformError("Train for at least one epoch.")
+        single = len(self.factors) == 1
+        self.multichannel = "stack" if cfg.multichannel == "per_factor" and single else cfg.multichannel  # same for one
+        self.batch_size = int(cfg.batch_size or (4 if single else 2))
+        self.train_ids, self.val_ids = split_chips(len(m["chips"]), cfg.val_fraction, cfg.seed)
+        self.counts = np.zeros(n, dtype=np.int64)
+        for i in self.train_ids:
+            self.counts += np.asarray(m["chips"][i]["class_counts"][:n], dtype=np.int64)
+        if cfg.class_weights not in ("paper", "none"):
+            raise LandformError("class_weights must be 'paper' or 'none'.")
+        self.weights = paper_class_weights(self.counts, cfg.weight_cap) if cfg.class_weights == "paper" else np.ones(n)
+        names = [c["name"] for c in m["classes"]]
+        self.progress.info(
+            f"{len(self.train_ids)} training / {len(self.val_ids)} validation chips of {m['chip_size']} px; "
+            f"classes in training: {', '.join(names[c] for c in range(n) if self.counts[c] > 0)}; weights "
+            + ", ".join(f"{names[c]} {self.weights[c]:.2f}" for c in range(n))
+        )
 
+    def _setup_model(self) -> None:
+        from .errors import import_torch
+        from .nets.registry import build_model, count_parameters
 
-def _cpu_has_fast_bf16() -> bool:
-    """bf16 autocast pays off on CPUs with AVX512-BF16 or AMX only (measured here on an
-    AVX2-only CPU: 8x slower than float32)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        torch = import_torch()
+        cfg = self.cfg
+        device = devices.resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % (2**32))
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.options = {k: v for k, v in cfg.arch_options.items() if k != "norm"}
+        model = build_model(self.arch, self.backbone, len(self.factors), self.num_classes, self.multichannel,
+                            cfg.encoder_weights, norm=cfg.norm, **self.options)
+        self.n_params = count_parameters(model)
+        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        model.to(device)
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        dtype = devices.autocast_dtype(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
+        self.use_aux = hasattr(model, "forward_with_aux") and getattr(model, "aux_classifier", None) is not None
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        wt = torch.tensor(self.weights, dtype=torch.float32, device=device)
+        ignore = int(self.manifest.get("ignore_index", 255))
+        self.step = Step(device, self.num_classes, ignore, wt, dtype, channels_last)
+        self.progress.info(f"{self.arch}/{self.backbone} ({self.multichannel}), {self.n_params / 1e6:.2f} M parameters, "
+                           f"on {device}" + (f" with {_dtype_name(dtype)} autocast" if dtype else ""))
+
+    def _resume(self) -> None:
+        self.start_epoch = 0
+        resume = self.paths["checkpoint"] if self.cfg.resume == "auto" else self.cfg.resume
+        if not resume:
+            return
+        meta = load_checkpoint(resume, self.model, self.optimizer, self.step.device)
+        if (meta.get("architecture"), meta.get("backbone"), meta.get("input_factors")) != (self.arch, self.backbone, self.factors):
+            raise LandformError(
+                f"Checkpoint '{resume}' is for {meta.get('architecture')}/{meta.get('backbone')} on "
+                f"{meta.get('input_factors')}, not {self.arch}/{self.backbone} on {self.factors}."
+            )
+        self.history = list(meta.get("history", []))
+        self.start_epoch = int(meta["epoch"]) + 1
+        if meta.get("best_epoch") is not None:
+            self.best["miou"], self.best["epoch"] = float(meta.get("best_miou", -1)), int(meta["best_epoch"])
+        self.progress.info(f"Resumed from '{resume}' after epoch {self.start_epoch} (of {self.cfg.epochs}).")
+
+    # ------------------------------------------------------------------ epochs
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training chips; returns its learning rate, confusion matrix, summed loss,
+        labelled pixels and start time."""
+        import torch
+
+        cfg, t_ep = self.cfg, time.time()
+        lr = lr_at(epoch, cfg.lr, cfg.hold_epochs, cfg.epochs)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.train_set.epoch = epoch
+        self.model.train()
+        cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=self.step.device)
+        loss_sum, n = 0.0, 0
+        for xb, yb in _prefetch(self.train_set.batches(self.batch_size, True), cfg.num_workers):
+            self.progress.check()
+            done = self._train_batch(xb, yb, epoch)
+            if done is None:
+                continue
+            loss_val, cm_b, nv = done
+            cm += cm_b
+            loss_sum += loss_val * nv
+            n += nv
+            self.its += 1
+            self.progress.update(100.0 * self.its / self.total_its)
+            if self._limit_reached():
+                break
+        return {"lr": lr, "cm": cm.cpu().numpy(), "loss_sum": loss_sum, "pixels": n, "start": t_ep}
+
+    def _train_batch(self, xb, yb, epoch: int):
+        step = self.step
+        x, y = step.to_device(xb, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        with step.autocast():
+            out, aux = self.model.forward_with_aux(x) if self.use_aux else (self.model(x), None)
+        loss, cm_b, nv = step.loss_and_cm(out, y)
+        if nv == 0:
+            return None
+        if aux is not None:  # DeepLabv3's auxiliary head, weight 0.5 (torchvision's recipe)
+            loss = loss + 0.5 * step.loss_and_cm(aux, y)[0]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        loss_val = float(loss.detach())
+        if not math.isfinite(loss_val):
+            raise LandformError(
+                f"Training diverged (loss {loss_val}) in epoch {epoch + 1}; lower the learning rate or turn off mixed precision."
+            )
+        return loss_val, cm_b, nv
+
+    def _limit_reached(self) -> bool:
+        cfg = self.cfg
+        if cfg.max_iterations and self.its >= cfg.max_iterations:
+            self.stopped = f"stopped after {self.its} iterations (max_iterations)"
+        elif self.deadline and time.time() > self.deadline:
+            self.stopped = f"stopped after {cfg.max_minutes:g} minutes (max_minutes)"
+        return bool(self.stopped)
+
+    def validate(self):
+        """(confusion matrix, summed loss, pixels) of the validation chips."""
+        return evaluate_chips(self.model, self.val_set, self.step, self.batch_size, self.progress, self.cfg.num_workers)
+
+    def end_epoch(self, epoch: int, stats: dict) -> None:
+        """Validate, log the epoch, remember the best one, checkpoint."""
+        cm_val, vloss_sum, vloss_n = self.validate()
+        cm_tr, self.last_cm = stats["cm"], cm_val
+        row = {
+            "epoch": epoch + 1, "iterations": self.its_before + self.its, "lr": stats["lr"],
+            "train_loss": stats["loss_sum"] / max(1, stats["pixels"]),
+            "train_pa": _nan_none(metrics.pixel_accuracy(cm_tr)), "train_miou": _nan_none(metrics.mean_iou(cm_tr)),
+            "val_loss": vloss_sum / max(1, vloss_n),
+            "val_pa": _nan_none(metrics.pixel_accuracy(cm_val)), "val_miou": _nan_none(metrics.mean_iou(cm_val)),
+            "seconds": round(time.time() - stats["start"], 3),
+        }
+        self.history.append(row)
+        self.progress.info(
+            f"epoch {epoch + 1}/{self.cfg.epochs}: lr {row['lr']:.2e}, loss {row['train_loss']:.4f} / val {row['val_loss']:.4f}, "
+            f"val PA {100 * (row['val_pa'] or 0):.2f} %, MIoU {100 * (row['val_miou'] or 0):.2f} % ({row['seconds']:.1f} s)"
+        )
+        vm = row["val_miou"] if row["val_miou"] is not None else -1.0
+        if vm > self.best["miou"]:
+            self.best.update(miou=vm, epoch=epoch + 1, cm=cm_val)
+            if self.cfg.keep == "best":
+                self.best["state"] = {k: v.detach().to("cpu").clone() for k, v in self.model.state_dict().items()}
+        with OutputSet() as out:
+            write_history_csv(self.history, out.file(self.paths["log_csv"]))
+        if self.cfg.checkpoint_every_epoch:
+            self.checkpoint(epoch)
+
+    def checkpoint(self, epoch: int) -> None:
+        save_checkpoint(self.paths["checkpoint"], self.model, self.optimizer, {
+            "epoch": epoch, "architecture": self.arch, "backbone": self.backbone, "input_factors": self.factors,
+            "history": self.history, "config": _jsonable(asdict(self.cfg)), "best_epoch": self.best["epoch"],
+            "best_miou": self.best["miou"],
+        })
+
+    def _kept(self) -> str:
+        ckpt = self.paths["checkpoint"]
+        if self.history and self.cfg.checkpoint_every_epoch and os.path.exists(ckpt):
+            return f"the last completed epoch ({self.history[-1]['epoch']}) is kept in '{ckpt}'; resume from it to continue"
+        return "no epoch was completed"
+
+    # ------------------------------------------------------------------ finish
+
+    def finish(self) -> TrainResult:
+        """Choose the kept weights, re-estimate BatchNorm if asked, write the model and its reports."""
+        if self.cfg.keep == "best" and self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
+            final_cm, chosen = self.best["cm"], self.best["epoch"]
+        else:
+            final_cm, chosen = self.last_cm, (self.history[-1]["epoch"] if self.history else None)
+        if final_cm is None:
+            raise LandformError("No epoch was completed; nothing to save.")
+        final_cm, bn_note = self._recalibrate(final_cm)
+        val_scores = metrics.scores(final_cm, [c["name"] for c in self.manifest["classes"]])
+        files = self._write_outputs(final_cm, val_scores, chosen, bn_note)
+        paths = self.paths
+        finished = not self.stopped and self.history and self.history[-1]["epoch"] >= self.cfg.epochs
+        if finished and os.path.exists(paths["checkpoint"]):
+            os.remove(paths["checkpoint"])  # finished: the model file has everything; a stopped run keeps it to resume
+        if not os.path.exists(paths["checkpoint"]):
+            files.pop("checkpoint")
+        self.progress.info(
+            f"Model written to {paths['model']} (epoch {chosen}: validation PA {100 * val_scores.pa:.2f} %, "
+            f"MIoU {100 * val_scores.miou:.2f} %)" + (f"; {self.stopped}" if self.stopped else "")
+        )
+        self.progress.update(100)
+        return TrainResult(paths["model"], len(self.history), self.its_before + self.its, self.history, val_scores,
+                           files, self.stopped)
+
+    def _recalibrate(self, final_cm):
+        n = int(self.cfg.bn_recalibrate)
+        if n <= 0 or not recalibrate_batchnorm(self.model, self.train_set, n, self.batch_size, self.step, self.progress):
+            return final_cm, None
+        before = metrics.mean_iou(final_cm)
+        final_cm = self.validate()[0]
+        note = f"re-estimated over {n} training batches"
+        self.progress.info(f"BatchNorm statistics {note}: validation MIoU {100 * before:.2f} % -> "
+                           f"{100 * metrics.mean_iou(final_cm):.2f} %")
+        return final_cm, note
+
+    def _write_outputs(self, final_cm, val_scores, chosen, bn_note) -> Dict[str, str]:
+        """The model file, the validation confusion matrix and the figures: all of them or none."""
+        import torch
+
+        paths, files = self.paths, dict(self.paths)
+        names = [c["name"] for c in self.manifest["classes"]]
+        with OutputSet(inputs=[self.cfg.chips]) as out:
+            metrics.write_confusion_csv(final_cm, names, out.file(paths["confusion_csv"]))
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:  # a bare GPU box without matplotlib: the CSVs hold the same numbers
+                self.progress.info("matplotlib is not installed: no PNG figures (the CSV files hold the numbers).")
+                files.pop("confusion_png")
+                files.pop("curve_png")
+            else:
+                metrics.plot_confusion_matrix(final_cm, names, out.file(paths["confusion_png"]),
+                                              title=f"Validation, epoch {chosen}: PA {100 * val_scores.pa:.2f} %, "
+                                                    f"MIoU {100 * val_scores.miou:.2f} %")
+                plot_history(self.history, out.file(paths["curve_png"]))
+            spec = self._spec(val_scores, chosen, bn_note)
+            self.model.to("cpu")
+            if self.step.channels_last:
+                self.model = self.model.to(memory_format=torch.contiguous_format)
+            modelfile.save_model(paths["model"], self.model, spec, outputs=out)
+        return files
+
+    def _spec(self, val_scores, chosen, bn_note) -> dict:
+        m = self.manifest
+        return modelfile.make_spec(
+            architecture=self.arch, backbone=self.backbone, input_factors=self.factors,
+            pixel_size_m=float(m["pixel_size_m"]), tile_size=int(m["chip_size"]), norm=self.cfg.norm,
+            multichannel=self.multichannel, arch_options=self.options, normalisation=m["normalisation"],
+            classes=m["classes"], training=self._training_summary(chosen, bn_note),
+            metrics={"val_pa": round(100 * val_scores.pa, 2), "val_miou": round(100 * val_scores.miou, 2),
+                     "validation": val_scores.as_dict()},
+        )
+
+    def _training_summary(self, chosen, bn_note) -> dict:
+        cfg, m = self.cfg, self.manifest
+        return {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "chips": os.path.abspath(cfg.chips), "chip_size": m["chip_size"],
+            "sources": [os.path.basename(s["dem"]) for s in m.get("sources", [])],
+            "label_strategy": m.get("label_strategy"), "code_mapping": m.get("code_mapping"),
+            "train_chips": len(self.train_ids), "val_chips": len(self.val_ids), "split_seed": cfg.seed,
+            "class_pixel_counts_train": self.counts.tolist(),
+            "class_weights": [round(float(w), 6) for w in self.weights], "weight_cap": cfg.weight_cap,
+            "optimizer": "Adam", "lr": cfg.lr,
+            "schedule": f"held {cfg.hold_epochs} epochs, linear to 0 at epoch {cfg.epochs}",
+            "epochs_planned": cfg.epochs, "epochs_done": len(self.history), "iterations": self.its_before + self.its,
+            "batch_size": self.batch_size, "augment": cfg.augment,
+            "encoder_weights": os.path.basename(cfg.encoder_weights) if cfg.encoder_weights else None,
+            "device": str(self.step.device), "amp": _dtype_name(self.step.dtype) if self.step.dtype else None,
+            "parameters": self.n_params, "kept_epoch": chosen, "batchnorm_statistics": bn_note,
+            "stopped_early": self.stopped or None, "seconds": round(time.time() - self.t_start, 1),
+            "history": self.history,
+        }
 
 
 def train(cfg: TrainConfig, progress: Optional[Progress] = None) -> TrainResult:
     """Train per ``cfg``; write the model file and logs; return a summary."""
-    from .errors import import_torch
+    return Trainer(cfg, progress).fit()
 
-    torch = import_torch()
-    import torch.nn.functional as F
 
-    from . import modelfile
-    from .nets.registry import build_model, count_parameters
-
-    progress = progress or Progress()
-    t_start = time.time()
-    manifest = read_manifest(cfg.chips)
-    paths = output_paths(cfg.out)
-    arch, backbone = resolve_architecture(cfg.architecture, cfg.backbone)
-    factors = list(manifest["input_factors"])
-    n_in = len(factors)
-    num_classes = int(manifest["num_classes"])
-    ignore = int(manifest.get("ignore_index", 255))
-    if cfg.keep not in ("last", "best"):
-        raise LandformError("keep must be 'last' or 'best'.")
-    if cfg.epochs < 1:
-        raise LandformError("Train for at least one epoch.")
-    if cfg.multichannel == "per_factor" and n_in == 1:
-        multichannel = "stack"  # identical for one channel
-    else:
-        multichannel = cfg.multichannel
-    batch_size = int(cfg.batch_size or (4 if n_in == 1 else 2))
-
-    train_ids, val_ids = split_chips(len(manifest["chips"]), cfg.val_fraction, cfg.seed)
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for i in train_ids:
-        counts += np.asarray(manifest["chips"][i]["class_counts"][:num_classes], dtype=np.int64)
-    if cfg.class_weights == "paper":
-        weights = paper_class_weights(counts, cfg.weight_cap)
-    elif cfg.class_weights == "none":
-        weights = np.ones(num_classes)
-    else:
-        raise LandformError("class_weights must be 'paper' or 'none'.")
-    present = [manifest["classes"][c]["name"] for c in range(num_classes) if counts[c] > 0]
-    progress.info(
-        f"{len(train_ids)} training / {len(val_ids)} validation chips of {manifest['chip_size']} px; "
-        f"classes in training: {', '.join(present)}; weights "
-        + ", ".join(f"{manifest['classes'][c]['name']} {weights[c]:.2f}" for c in range(num_classes))
-    )
-
-    device = _device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2**32))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    options = dict(cfg.arch_options)
-    options.pop("norm", None)
-    model = build_model(arch, backbone, n_in, num_classes, multichannel, cfg.encoder_weights, norm=cfg.norm, **options)
-    n_params = count_parameters(model)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    amp_dtype = _amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda") if (amp_dtype == torch.float16 and device.type == "cuda") else None
-    use_aux = hasattr(model, "forward_with_aux") and getattr(model, "aux_classifier", None) is not None
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    wt = torch.tensor(weights, dtype=torch.float32, device=device)
-    progress.info(f"{arch}/{backbone} ({multichannel}), {n_params / 1e6:.2f} M parameters, on {device}"
-                  + (f" with {str(amp_dtype).replace('torch.', '')} autocast" if amp_dtype else ""))
-
-    history: List[dict] = []
-    start_epoch = 0
-    best = {"miou": -1.0, "epoch": None, "state": None, "cm": None}
-    resume = paths["checkpoint"] if cfg.resume == "auto" else cfg.resume
-    if resume:
-        meta = load_checkpoint(resume, model, optimizer, device)
-        if meta.get("architecture") != arch or meta.get("backbone") != backbone or meta.get("input_factors") != factors:
-            raise LandformError(
-                f"Checkpoint '{resume}' is for {meta.get('architecture')}/{meta.get('backbone')} on "
-                f"{meta.get('input_factors')}, not {arch}/{backbone} on {factors}."
-            )
-        history = list(meta.get("history", []))
-        start_epoch = int(meta["epoch"]) + 1
-        if meta.get("best_epoch") is not None:
-            best["miou"], best["epoch"] = float(meta.get("best_miou", -1)), int(meta["best_epoch"])
-        progress.info(f"Resumed from '{resume}' after epoch {start_epoch} (of {cfg.epochs}).")
-
-    train_set = ChipSet(cfg.chips, manifest, train_ids, cfg.augment, cfg.seed)
-    val_set = ChipSet(cfg.chips, manifest, val_ids, False, cfg.seed)
-    n_batches = len(train_set) // batch_size + (1 if len(train_set) % batch_size > 1 else 0)
-    total_its = max(1, (cfg.epochs - start_epoch) * n_batches)
-    if cfg.max_iterations:
-        total_its = min(total_its, int(cfg.max_iterations))
-    deadline = t_start + 60.0 * cfg.max_minutes if cfg.max_minutes else None
-    its = 0
-    its_before = int(history[-1]["iterations"]) if history else 0
-    stopped = ""
-    last_cm = None
-
-    def to_dev(xb, yb):
-        x = torch.from_numpy(xb).to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, torch.from_numpy(yb).to(device, non_blocking=True)
-
-    def loss_and_cm(logits, y):
-        logits = logits.float()
-        valid = y != ignore
-        n_valid = valid.sum()
-        loss = F.cross_entropy(logits, y, weight=wt, ignore_index=ignore, reduction="sum") / n_valid.clamp(min=1)
-        pred = logits.argmax(1)
-        yv, pv = y[valid], pred[valid]
-        cm = torch.bincount(yv * num_classes + pv, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-        return loss, cm, int(n_valid)
-
-    def autocast():
-        if amp_dtype is None:
-            import contextlib
-
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-    def validate():
-        """Validation, always in eval mode (BatchNorm with running statistics)."""
-        model.eval()
-        cm_val = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-        vloss_sum, vloss_n = 0.0, 0
-        with torch.no_grad():
-            for xb, yb in _prefetch(val_set.batches(batch_size, False), cfg.num_workers):
-                progress.check()
-                x, y = to_dev(xb, yb)
-                with autocast():
-                    out = model(x)
-                loss, cm_b, nv = loss_and_cm(out, y)
-                cm_val += cm_b
-                vloss_sum += float(loss) * nv
-                vloss_n += nv
-        return cm_val.cpu().numpy(), vloss_sum, vloss_n
-
-    epoch = start_epoch - 1
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t_ep = time.time()
-            lr = lr_at(epoch, cfg.lr, cfg.hold_epochs, cfg.epochs)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            train_set.epoch = epoch
-            model.train()
-            cm_tr = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-            loss_sum, loss_n = 0.0, 0
-            for b, (xb, yb) in enumerate(_prefetch(train_set.batches(batch_size, True), cfg.num_workers)):
-                progress.check()
-                x, y = to_dev(xb, yb)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast():
-                    if use_aux:
-                        out, aux = model.forward_with_aux(x)
-                    else:
-                        out, aux = model(x), None
-                loss, cm_b, nv = loss_and_cm(out, y)
-                if nv == 0:
-                    continue
-                if aux is not None:  # DeepLabv3's auxiliary head, weight 0.5 (torchvision's recipe)
-                    loss = loss + 0.5 * loss_and_cm(aux, y)[0]
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                loss_val = float(loss.detach())
-                if not math.isfinite(loss_val):
-                    raise LandformError(
-                        f"Training diverged (loss {loss_val}) in epoch {epoch + 1}; lower the learning rate or turn off mixed precision."
-                    )
-                cm_tr += cm_b
-                loss_sum += loss_val * nv
-                loss_n += nv
-                its += 1
-                progress.update(100.0 * its / total_its)
-                if cfg.max_iterations and its >= cfg.max_iterations:
-                    stopped = f"stopped after {its} iterations (max_iterations)"
-                    break
-                if deadline and time.time() > deadline:
-                    stopped = f"stopped after {cfg.max_minutes:g} minutes (max_minutes)"
-                    break
-            cm_val_np, vloss_sum, vloss_n = validate()
-            cm_tr_np = cm_tr.cpu().numpy()
-            last_cm = cm_val_np
-            row = {
-                "epoch": epoch + 1,
-                "iterations": its_before + its,
-                "lr": lr,
-                "train_loss": loss_sum / max(1, loss_n),
-                "train_pa": _nan_none(metrics.pixel_accuracy(cm_tr_np)),
-                "train_miou": _nan_none(metrics.mean_iou(cm_tr_np)),
-                "val_loss": vloss_sum / max(1, vloss_n),
-                "val_pa": _nan_none(metrics.pixel_accuracy(cm_val_np)),
-                "val_miou": _nan_none(metrics.mean_iou(cm_val_np)),
-                "seconds": round(time.time() - t_ep, 3),
-            }
-            history.append(row)
-            progress.info(
-                f"epoch {epoch + 1}/{cfg.epochs}: lr {lr:.2e}, loss {row['train_loss']:.4f} / val {row['val_loss']:.4f}, "
-                f"val PA {100 * (row['val_pa'] or 0):.2f} %, MIoU {100 * (row['val_miou'] or 0):.2f} % ({row['seconds']:.1f} s)"
-            )
-            vm = row["val_miou"] if row["val_miou"] is not None else -1.0
-            if vm > best["miou"]:
-                best.update(miou=vm, epoch=epoch + 1, cm=cm_val_np)
-                if cfg.keep == "best":
-                    best["state"] = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-            write_history_csv(history, paths["log_csv"])
-            if cfg.checkpoint_every_epoch:
-                save_checkpoint(paths["checkpoint"], model, optimizer, {
-                    "epoch": epoch, "architecture": arch, "backbone": backbone, "input_factors": factors,
-                    "history": history, "config": _jsonable(asdict(cfg)), "best_epoch": best["epoch"],
-                    "best_miou": best["miou"],
-                })
-            if stopped:
-                break
-    except Cancelled:
-        done = len(history)
-        where = (f"the last completed epoch ({history[-1]['epoch']}) is kept in '{paths['checkpoint']}'; "
-                 "resume from it to continue") if done and cfg.checkpoint_every_epoch and os.path.exists(paths["checkpoint"]) else "no epoch was completed"
-        raise Cancelled(f"training cancelled: {where}") from None
-
-    if cfg.keep == "best" and best["state"] is not None:
-        model.load_state_dict(best["state"])
-        final_cm = best["cm"]
-        chosen_epoch = best["epoch"]
-    else:
-        final_cm = last_cm
-        chosen_epoch = history[-1]["epoch"] if history else None
-    if final_cm is None:
-        raise LandformError("No epoch was completed; nothing to save.")
-    bn_note = None
-    if cfg.bn_recalibrate > 0:
-        n_bn = recalibrate_batchnorm(model, train_set, int(cfg.bn_recalibrate), batch_size, to_dev, autocast, progress)
-        if n_bn:
-            before = metrics.mean_iou(final_cm)
-            final_cm = validate()[0]
-            bn_note = f"re-estimated over {cfg.bn_recalibrate} training batches"
-            progress.info(
-                f"BatchNorm statistics {bn_note}: validation MIoU {100 * before:.2f} % -> {100 * metrics.mean_iou(final_cm):.2f} %"
-            )
-    class_names = [c["name"] for c in manifest["classes"]]
-    val_scores = metrics.scores(final_cm, class_names)
-    files = dict(paths)
-    metrics.write_confusion_csv(final_cm, class_names, paths["confusion_csv"])
-    try:
-        metrics.plot_confusion_matrix(final_cm, class_names, paths["confusion_png"],
-                                      title=f"Validation, epoch {chosen_epoch}: PA {100 * val_scores.pa:.2f} %, MIoU {100 * val_scores.miou:.2f} %")
-        plot_history(history, paths["curve_png"])
-    except ImportError:  # a bare GPU box without matplotlib: the CSVs hold the same numbers
-        progress.info("matplotlib is not installed: no PNG figures (the CSV files hold the numbers).")
-        files.pop("confusion_png")
-        files.pop("curve_png")
-    training = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "chips": os.path.abspath(cfg.chips),
-        "chip_size": manifest["chip_size"],
-        "sources": [os.path.basename(s["dem"]) for s in manifest.get("sources", [])],
-        "label_strategy": manifest.get("label_strategy"),
-        "code_mapping": manifest.get("code_mapping"),
-        "train_chips": len(train_ids),
-        "val_chips": len(val_ids),
-        "split_seed": cfg.seed,
-        "class_pixel_counts_train": counts.tolist(),
-        "class_weights": [round(float(w), 6) for w in weights],
-        "weight_cap": cfg.weight_cap,
-        "optimizer": "Adam",
-        "lr": cfg.lr,
-        "schedule": f"held {cfg.hold_epochs} epochs, linear to 0 at epoch {cfg.epochs}",
-        "epochs_planned": cfg.epochs,
-        "epochs_done": len(history),
-        "iterations": its_before + its,
-        "batch_size": batch_size,
-        "augment": cfg.augment,
-        "encoder_weights": os.path.basename(cfg.encoder_weights) if cfg.encoder_weights else None,
-        "device": str(device),
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
-        "parameters": n_params,
-        "kept_epoch": chosen_epoch,
-        "batchnorm_statistics": bn_note,
-        "stopped_early": stopped or None,
-        "seconds": round(time.time() - t_start, 1),
-        "history": history,
-    }
-    spec = modelfile.make_spec(
-        architecture=arch, backbone=backbone, input_factors=factors, pixel_size_m=float(manifest["pixel_size_m"]),
-        tile_size=int(manifest["chip_size"]), norm=cfg.norm, multichannel=multichannel, arch_options=options,
-        normalisation=manifest["normalisation"], classes=manifest["classes"], training=training,
-        metrics={"val_pa": round(100 * val_scores.pa, 2), "val_miou": round(100 * val_scores.miou, 2),
-                 "validation": val_scores.as_dict()},
-    )
-    model.to("cpu")
-    if channels_last:
-        model = model.to(memory_format=torch.contiguous_format)
-    modelfile.save_model(paths["model"], model, spec)
-    if not stopped and len(history) and history[-1]["epoch"] >= cfg.epochs and os.path.exists(paths["checkpoint"]):
-        os.remove(paths["checkpoint"])  # finished: the model file has everything; a stopped run keeps it to resume
-    if not os.path.exists(paths["checkpoint"]):
-        files.pop("checkpoint")
-    progress.info(
-        f"Model written to {paths['model']} (epoch {chosen_epoch}: validation PA {100 * val_scores.pa:.2f} %, "
-        f"MIoU {100 * val_scores.miou:.2f} %)" + (f"; {stopped}" if stopped else "")
-    )
-    progress.update(100)
-    return TrainResult(paths["model"], len(history), its_before + its, history, val_scores, files, stopped)
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _nan_none(v: float):
@@ -767,41 +700,19 @@ def register_cli(subparsers) -> None:
                    help="registry name (fcn_resnet, deeplabv3, unet, attention_unet, fcn8s) or preset ("
                    + ", ".join(PRESETS) + ")")
     p.add_argument("--backbone", default=None, help="resnet18/34/50/101 (default: resnet50 for fcn_resnet)")
-    p.add_argument("--multichannel", choices=["stack", "per_factor"], default="stack")
-    p.add_argument("--norm", choices=["batch", "frozen_batch", "group"], default="batch")
     p.add_argument("--encoder-weights", default=None, help="local .safetensors with torchvision ResNet (ImageNet) weights")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--hold-epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=None, help="default 4 (one channel) / 2 (several)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class-weights", choices=["paper", "none"], default="paper")
-    p.add_argument("--weight-cap", type=float, default=None, help="cap on class weights (e.g. 20)")
-    p.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
-    p.add_argument("--max-iterations", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--workers", type=int, default=0, help="background loading threads (0 or 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--keep", choices=["last", "best"], default="last")
     p.add_argument("--resume", default=None, help="checkpoint to resume from ('auto': the one beside --out)")
-    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
-                   help="re-estimate BatchNorm statistics over this many training batches at the end (0 = off)")
+    add_cli_options(p, TrainConfig)
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    cfg = TrainConfig(
-        chips=args.chips, out=args.out, architecture=args.architecture, backbone=args.backbone,
-        multichannel=args.multichannel, norm=args.norm, encoder_weights=args.encoder_weights, epochs=args.epochs,
-        lr=args.lr, hold_epochs=args.hold_epochs, batch_size=args.batch_size, val_fraction=args.val_fraction,
-        seed=args.seed, class_weights=args.class_weights, weight_cap=args.weight_cap, augment=args.augment,
-        max_iterations=args.max_iterations, max_minutes=args.max_minutes, device=args.device, amp=args.amp,
-        channels_last=False if args.no_channels_last else None, num_workers=args.workers, threads=args.threads,
-        keep=args.keep, resume=args.resume, bn_recalibrate=args.bn_recalibrate,
+    cfg = from_cli(
+        TrainConfig, args, chips=args.chips, out=args.out, architecture=args.architecture, backbone=args.backbone,
+        encoder_weights=args.encoder_weights, device=args.device, resume=args.resume,
+        channels_last=False if args.no_channels_last else None,
     )
     last = [-1]
 

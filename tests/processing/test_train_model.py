@@ -6,20 +6,14 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal
 from qgis.core import QgsProcessingException
 
-from landform_plugin.core import modelfile, rasters, rules
+from landform_plugin.core import modelfile, rasters
 
 
 @pytest.fixture(scope="module")
-def area(dems, tmp_path_factory):
-    d = tmp_path_factory.mktemp("train_alg")
-    dem = str(d / "dem.tif")
-    gdal.Translate(dem, dems["bigtujunga"], srcWin=[500, 100, 256, 256])
-    labels = str(d / "labels.tif")
-    rules.classify_raster(dem, labels)
-    return {"dir": d, "dem": dem, "labels": labels}
+def area(rule_area):
+    return rule_area
 
 
 def test_registered_with_help(landform_provider):

@@ -9,8 +9,8 @@ parameters for 3 input channels, the paper's figure.
 """
 import torch.nn as nn
 
-from .fcn_resnet import norm_layer
-from .unet import UNet, _check
+from .common import no_encoder_weights, norm_layer, one_channel_norm, stacked_only
+from .unet import UNet
 
 
 class AttentionGate(nn.Module):
@@ -19,19 +19,14 @@ class AttentionGate(nn.Module):
         make = norm_layer(norm)
         self.w_g = nn.Sequential(nn.Conv2d(f_g, f_int, 1, bias=True), make(f_int))
         self.w_x = nn.Sequential(nn.Conv2d(f_l, f_int, 1, bias=True), make(f_int))
-        self.psi = nn.Sequential(nn.Conv2d(f_int, 1, 1, bias=True), _one_channel_norm(norm), nn.Sigmoid())
+        self.psi = nn.Sequential(nn.Conv2d(f_int, 1, 1, bias=True), one_channel_norm(norm), nn.Sigmoid())
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, g, x):
         return x * self.psi(self.relu(self.w_g(g) + self.w_x(x)))
 
 
-def _one_channel_norm(norm: str):
-    if norm == "group":
-        return nn.GroupNorm(1, 1)
-    return norm_layer(norm)(1)
-
-
 def build_attention_unet(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch"):
-    _check(multichannel, encoder_weights, "Attention U-Net")
-    return UNet(in_channels, num_classes, norm, attention=True)
+    stacked_only(multichannel, "Attention U-Net")
+    no_encoder_weights(encoder_weights, "Attention U-Net")
+    return UNet(in_channels, num_classes, norm, gate=AttentionGate)

@@ -20,36 +20,29 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 from ..errors import LandformError
-from .fcn_resnet import _load_encoder_weights, norm_layer
+from .common import SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer, stacked_only
 
 BACKBONES = ("resnet50", "resnet101")
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(SegmentationNet):
     def __init__(self, backbone: str, in_channels: int, num_classes: int, norm: str = "batch", encoder_weights=None,
                  aux: bool = True):
-        super().__init__()
+        super().__init__(in_channels, num_classes)
         if backbone not in BACKBONES:
             raise LandformError(f"DeepLabv3 supports backbones {', '.join(BACKBONES)}, not '{backbone}'.")
-        self.in_channels, self.num_classes = in_channels, num_classes
         net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm),
                                                     replace_stride_with_dilation=[False, True, True])
         if encoder_weights:
-            _load_encoder_weights(net, encoder_weights)
-        old = net.conv1
-        conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
-        if encoder_weights:
-            with torch.no_grad():
-                conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-        net.conv1 = conv1
+            load_resnet_weights(net, encoder_weights)
+        net.conv1 = adapted_first_conv(net.conv1, in_channels, pretrained=bool(encoder_weights))
         layers = {"layer4": "out", "layer3": "aux"} if aux else {"layer4": "out"}
         self.backbone = IntermediateLayerGetter(net, return_layers=layers)
         self.classifier = DeepLabHead(2048, num_classes)
         self.aux_classifier = FCNHead(1024, num_classes) if aux else None
 
     def _run(self, x, with_aux: bool):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise LandformError(f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        self.check_input(x)
         size = x.shape[-2:]
         feats = self.backbone(x)
         out = F.interpolate(self.classifier(feats["out"]), size=size, mode="bilinear", align_corners=False)
@@ -66,6 +59,5 @@ class DeepLabV3(nn.Module):
 
 
 def build_deeplabv3(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch", aux=True):
-    if multichannel == "per_factor":
-        raise LandformError("DeepLabv3 takes several factors as stacked channels only; 'per_factor' is available for fcn_resnet.")
+    stacked_only(multichannel, "DeepLabv3")
     return DeepLabV3(backbone, in_channels, num_classes, norm, encoder_weights, bool(aux))

@@ -11,23 +11,19 @@ describe its head, so the match is approximate, not by construction.
 An optional local .safetensors file of torchvision VGG16 weights
 (``features.N.weight``) initialises the encoder (nothing is downloaded).
 """
-import os
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LandformError
-from .fcn_resnet import norm_layer
-from .unet import pad_to_multiple
+from .common import SegmentationNet, adapted_weight, check_weights_file, norm_layer, pad_to_multiple, stacked_only
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class FCN8s(nn.Module):
+class FCN8s(SegmentationNet):
     def __init__(self, in_channels: int, num_classes: int, norm: str = "batch", encoder_weights=None):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
+        super().__init__(in_channels, num_classes)
         make = norm_layer(norm)
         stages, layers, cin = [], [], in_channels
         for v in VGG16:
@@ -50,8 +46,7 @@ class FCN8s(nn.Module):
             self._load_vgg(encoder_weights)
 
     def _load_vgg(self, path: str):
-        if not str(path).lower().endswith(".safetensors") or not os.path.isfile(path):
-            raise LandformError(f"Encoder weights must be an existing .safetensors file: '{path}'.")
+        check_weights_file(path)
         from safetensors.torch import load_file
 
         src = [v for k, v in sorted(load_file(path).items(), key=lambda kv: _feature_order(kv[0])) if k.startswith("features.")]
@@ -63,15 +58,14 @@ class FCN8s(nn.Module):
         with torch.no_grad():
             for conv, w, b in zip(convs, weights, biases):
                 if conv is convs[0] and w.shape[1] != conv.in_channels:
-                    w = w.mean(dim=1, keepdim=True).repeat(1, conv.in_channels, 1, 1) * (3.0 / conv.in_channels)
+                    w = adapted_weight(w, conv.in_channels)
                 if tuple(w.shape) != tuple(conv.weight.shape):
                     raise LandformError(f"'{path}': VGG16 weight of shape {tuple(w.shape)} does not fit {tuple(conv.weight.shape)}.")
                 conv.weight.copy_(w)
                 conv.bias.copy_(b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise LandformError(f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        self.check_input(x)
         x, (h, w) = pad_to_multiple(x, 32)
         padded = x.shape[-2:]
         feats = []
@@ -95,6 +89,5 @@ def _feature_order(key: str):
 
 
 def build_fcn8s(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch"):
-    if multichannel == "per_factor":
-        raise LandformError("FCN-8s takes several factors as stacked channels only; 'per_factor' is available for fcn_resnet.")
+    stacked_only(multichannel, "FCN-8s")
     return FCN8s(in_channels, num_classes, norm, encoder_weights)

@@ -25,8 +25,8 @@ Normalisation (``norm``):
 - ``"batch"`` (default): BatchNorm2d. In eval mode it is a fixed per-channel
   affine map, so the network is translation-equivariant and a pixel's
   prediction does not depend on which tile it was cut into: what seamless
-  tiled inference needs. Its weakness (../shared/GUIDE.md section 8: trained
-  from scratch at batch 8 it collapsed in eval mode) is a training matter:
+  tiled inference needs. Its weakness (measured: trained from scratch at
+  batch 8 it collapsed in eval mode) is a training matter:
   train with larger batches, re-estimate the running statistics at the end
   of training, or fine-tune with ``"frozen_batch"``; always validate in eval mode.
 - ``"frozen_batch"``: torchvision's FrozenBatchNorm2d (statistics never
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 import torchvision
 
 from ..errors import LandformError
+from .common import NORMS, SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer
 
 STAGE_CHANNELS = {
     "resnet_tiny": (32, 64, 128),
@@ -52,27 +53,6 @@ STAGE_CHANNELS = {
     "resnet50": (512, 1024, 2048),
     "resnet101": (512, 1024, 2048),
 }
-NORMS = ("batch", "frozen_batch", "group")
-
-
-def _group_norm(num_channels: int) -> nn.GroupNorm:
-    groups = 32
-    while num_channels % groups:
-        groups //= 2
-    return nn.GroupNorm(groups, num_channels)
-
-
-def norm_layer(norm: str):
-    if norm == "batch":
-        return nn.BatchNorm2d
-    if norm == "frozen_batch":
-        from torchvision.ops.misc import FrozenBatchNorm2d
-
-        return FrozenBatchNorm2d
-    if norm == "group":
-        return _group_norm
-    raise LandformError(f"Unknown normalisation '{norm}'; choose one of {', '.join(NORMS)}.")
-
 
 class ResNetEncoder(nn.Module):
     """torchvision ResNet trunk returning the layer2, layer3, layer4 features."""
@@ -88,15 +68,8 @@ class ResNetEncoder(nn.Module):
         else:
             net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm))
         if weights_path:
-            _load_encoder_weights(net, weights_path)
-        old = net.conv1
-        conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
-        with torch.no_grad():
-            if weights_path:
-                # ImageNet RGB filters -> any channel count: mean over RGB, repeated, rescaled
-                # so the activation scale matches (the usual timm/smp adaptation).
-                mean = old.weight.mean(dim=1, keepdim=True)
-                conv1.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+            load_resnet_weights(net, weights_path)
+        conv1 = adapted_first_conv(net.conv1, in_channels, pretrained=bool(weights_path))
         self.conv1, self.bn1, self.relu, self.maxpool = conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.stage_channels = STAGE_CHANNELS[backbone]
@@ -134,23 +107,6 @@ def _tiny_resnet(make_norm, width: int = 16) -> nn.Module:
     return net
 
 
-def _load_encoder_weights(net: nn.Module, path: str) -> None:
-    """Initialise from a local torchvision ResNet state_dict in .safetensors (never a pickle)."""
-    import os
-
-    if not str(path).lower().endswith(".safetensors") or not os.path.isfile(path):
-        raise LandformError(f"Encoder weights must be an existing .safetensors file: '{path}'.")
-    from safetensors.torch import load_file
-
-    state = {k: v for k, v in load_file(path).items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        raise LandformError(
-            f"'{path}' does not hold weights for this ResNet (missing {missing[:3]}, unexpected {unexpected[:3]})."
-        )
-
-
 class FCNDecoder(nn.Module):
     """Three 3x3 convolutions (one per stage) with FCN-8s skip fusion, then a 1x1 classifier."""
 
@@ -176,7 +132,7 @@ class FCNDecoder(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class FCNResNet(nn.Module):
+class FCNResNet(SegmentationNet):
     def __init__(
         self,
         backbone: str = "resnet50",
@@ -187,11 +143,9 @@ class FCNResNet(nn.Module):
         norm: str = "batch",
         decoder_channels: int = 256,
     ):
-        super().__init__()
+        super().__init__(in_channels, num_classes)
         if norm not in NORMS:
             raise LandformError(f"Unknown normalisation '{norm}'; choose one of {', '.join(NORMS)}.")
-        self.in_channels = in_channels
-        self.num_classes = num_classes
         self.multichannel = multichannel
         n_enc = in_channels if multichannel == "per_factor" else 1
         enc_in = 1 if multichannel == "per_factor" else in_channels
@@ -200,10 +154,7 @@ class FCNResNet(nn.Module):
         self.decoder = FCNDecoder(stage, num_classes, int(decoder_channels), norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise LandformError(
-                f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}."
-            )
+        self.check_input(x)
         size = x.shape[-2:]
         if self.multichannel == "per_factor":
             per = [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional, Tuple
 from ..errors import LandformError
 
 MULTICHANNEL_MODES = ("stack", "per_factor")
+NORMS = ("batch", "frozen_batch", "group")
 
 
 @dataclass(frozen=True)
@@ -28,22 +29,39 @@ class Architecture:
     # Options the builder accepts beyond the common ones, with their defaults
     # (stored in a model file's spec as "arch_options").
     default_options: Dict[str, object] = field(default_factory=dict)
+    default_backbone: str = ""  # "": the first of ``backbones``
 
 
-def _fcn_resnet(*args, **kwargs):
-    from .fcn_resnet import build_fcn_resnet
+def _lazy_builder(module: str, name: str):
+    """The builder ``name`` of ``module``, imported (with torch) only when a network is built."""
 
-    return build_fcn_resnet(*args, **kwargs)
+    def build(*args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kwargs)
+
+    return build
 
 
+def _entry(module: str, builder: str, stride: int, backbones, description: str, options=None, backbone: str = ""):
+    return Architecture(_lazy_builder(module, builder), stride, tuple(backbones), description,
+                        {"norm": "batch", **(options or {})}, backbone)
+
+
+# The paper's FCN-ResNet and its Table 3 baselines (U-Net, Attention U-Net, FCN-8s, DeepLabv3).
 ARCHITECTURES: Dict[str, Architecture] = {
-    "fcn_resnet": Architecture(
-        builder=_fcn_resnet,
-        output_stride=32,
-        backbones=("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny"),
-        description="Yang et al. (2023) FCN-ResNet: ResNet encoder, layer2-4 into a light FCN-8s-style decoder",
-        default_options={"norm": "batch", "decoder_channels": 256},
-    ),
+    "fcn_resnet": _entry("fcn_resnet", "build_fcn_resnet", 32, ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny"),
+                         "Yang et al. (2023) FCN-ResNet: ResNet encoder, layer2-4 into a light FCN-8s-style decoder",
+                         {"decoder_channels": 256}, "resnet50"),
+    "unet": _entry("unet", "build_unet", 16, ("none",),
+                   "U-Net (Ronneberger et al. 2015), 64-1024 channels, trained from scratch"),
+    "attention_unet": _entry("attention_unet", "build_attention_unet", 16, ("none",),
+                             "Attention U-Net (Oktay et al. 2018): U-Net with attention gates on the skips"),
+    "fcn8s": _entry("fcn8s", "build_fcn8s", 32, ("vgg16",),
+                    "FCN-8s (Long et al. 2015) on a VGG16 encoder with 1x1 fc6/fc7"),
+    "deeplabv3": _entry("deeplab", "build_deeplabv3", 8, ("resnet50", "resnet101"),
+                        "DeepLabv3 (Chen et al. 2017), dilated ResNet, ASPP, auxiliary FCN head for training",
+                        {"aux": True}, "resnet101"),
 }
 
 
@@ -106,46 +124,42 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-# The paper's Table 3 baselines (U-Net, Attention U-Net, FCN-8s, DeepLabv3),
-# registered here so model files, prediction and training know them.
-def _lazy_builder(module: str, name: str):
-    def build(*args, **kwargs):
-        import importlib
+# Named presets: the paper's Table 3 models plus light backbones for CPU users, in the
+# order the Processing algorithm lists them (its choices are indices: append only).
+PRESETS: Dict[str, Tuple[str, Optional[str]]] = {
+    "fcn_resnet50": ("fcn_resnet", "resnet50"),
+    "fcn_resnet101": ("fcn_resnet", "resnet101"),
+    "deeplabv3_resnet101": ("deeplabv3", "resnet101"),
+    "unet": ("unet", None),
+    "attention_unet": ("attention_unet", None),
+    "fcn8s": ("fcn8s", None),
+    "fcn_resnet34": ("fcn_resnet", "resnet34"),
+    "fcn_resnet18": ("fcn_resnet", "resnet18"),
+    "deeplabv3_resnet50": ("deeplabv3", "resnet50"),
+}
+PRESET_LABELS = {
+    "fcn_resnet50": "FCN-ResNet50 (paper's model)",
+    "fcn_resnet101": "FCN-ResNet101",
+    "deeplabv3_resnet101": "DeepLabv3-ResNet101",
+    "unet": "U-Net",
+    "attention_unet": "Attention U-Net",
+    "fcn8s": "FCN-8s (VGG16)",
+    "fcn_resnet34": "FCN-ResNet34 (light, for CPUs)",
+    "fcn_resnet18": "FCN-ResNet18 (lightest, for CPUs)",
+    "deeplabv3_resnet50": "DeepLabv3-ResNet50",
+}
 
-        return getattr(importlib.import_module(f".{module}", __package__), name)(*args, **kwargs)
 
-    return build
+def default_backbone(architecture: str) -> str:
+    a = get_architecture(architecture)
+    return a.default_backbone or (a.backbones[0] if a.backbones else "none")
 
 
-ARCHITECTURES.update(
-    {
-        "unet": Architecture(
-            builder=_lazy_builder("unet", "build_unet"),
-            output_stride=16,
-            backbones=("none",),
-            description="U-Net (Ronneberger et al. 2015), 64-1024 channels, trained from scratch",
-            default_options={"norm": "batch"},
-        ),
-        "attention_unet": Architecture(
-            builder=_lazy_builder("attention_unet", "build_attention_unet"),
-            output_stride=16,
-            backbones=("none",),
-            description="Attention U-Net (Oktay et al. 2018): U-Net with attention gates on the skips",
-            default_options={"norm": "batch"},
-        ),
-        "fcn8s": Architecture(
-            builder=_lazy_builder("fcn8s", "build_fcn8s"),
-            output_stride=32,
-            backbones=("vgg16",),
-            description="FCN-8s (Long et al. 2015) on a VGG16 encoder with 1x1 fc6/fc7",
-            default_options={"norm": "batch"},
-        ),
-        "deeplabv3": Architecture(
-            builder=_lazy_builder("deeplab", "build_deeplabv3"),
-            output_stride=8,
-            backbones=("resnet50", "resnet101"),
-            description="DeepLabv3 (Chen et al. 2017), dilated ResNet, ASPP, auxiliary FCN head for training",
-            default_options={"norm": "batch", "aux": True},
-        ),
-    }
-)
+def resolve_architecture(architecture: str, backbone: Optional[str]) -> Tuple[str, str]:
+    """(registry name, backbone) for a registry name or a preset; ``backbone`` None: the default."""
+    arch = architecture
+    if architecture in PRESETS:
+        arch, preset_backbone = PRESETS[architecture]
+        if backbone is None:
+            backbone = preset_backbone
+    return arch, backbone if backbone is not None else default_backbone(arch)

@@ -13,10 +13,8 @@ output cropped back, so any tile size works.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..errors import LandformError
-from .fcn_resnet import norm_layer
+from .common import SegmentationNet, no_encoder_weights, norm_layer, pad_to_multiple, stacked_only
 
 WIDTHS = (64, 128, 256, 512, 1024)
 STRIDE = 16
@@ -39,35 +37,22 @@ class UpConv(nn.Sequential):
         )
 
 
-def pad_to_multiple(x: torch.Tensor, m: int):
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-        mode = "reflect" if (ph < h and pw < w) else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
+class UNet(SegmentationNet):
+    """``gate``: None, or a factory ``gate(f_g, f_l, f_int, norm)`` of a module that
+    weighs each skip by the decoder features (the Attention U-Net's gates)."""
 
-
-class UNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, norm: str = "batch", attention: bool = False):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
+    def __init__(self, in_channels: int, num_classes: int, norm: str = "batch", gate=None):
+        super().__init__(in_channels, num_classes)
         w = WIDTHS
         self.enc = nn.ModuleList([ConvBlock(in_channels, w[0], norm)] + [ConvBlock(w[i - 1], w[i], norm) for i in range(1, 5)])
         self.pool = nn.MaxPool2d(2, 2)
         self.up = nn.ModuleList(UpConv(w[i], w[i - 1], norm) for i in range(4, 0, -1))
         self.dec = nn.ModuleList(ConvBlock(w[i], w[i - 1], norm) for i in range(4, 0, -1))
-        if attention:
-            from .attention_unet import AttentionGate
-
-            self.gates = nn.ModuleList(AttentionGate(w[i - 1], w[i - 1], w[i - 1] // 2, norm) for i in range(4, 0, -1))
-        else:
-            self.gates = None
+        self.gates = None if gate is None else nn.ModuleList(gate(w[i - 1], w[i - 1], w[i - 1] // 2, norm) for i in range(4, 0, -1))
         self.head = nn.Conv2d(w[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise LandformError(f"The network expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        self.check_input(x)
         x, (h, w) = pad_to_multiple(x, STRIDE)
         skips = []
         for i, block in enumerate(self.enc):
@@ -83,16 +68,7 @@ class UNet(nn.Module):
         return self.head(d)[..., :h, :w]
 
 
-def _check(multichannel: str, encoder_weights, name: str):
-    if multichannel == "per_factor":
-        raise LandformError(
-            f"{name} takes several factors as stacked channels only; 'per_factor' (one encoder per factor) "
-            "is available for fcn_resnet."
-        )
-    if encoder_weights:
-        raise LandformError(f"{name} has no pretrained encoder; it is trained from scratch (leave encoder weights empty).")
-
-
 def build_unet(backbone, in_channels, num_classes, multichannel, encoder_weights, norm="batch"):
-    _check(multichannel, encoder_weights, "U-Net")
-    return UNet(in_channels, num_classes, norm, attention=False)
+    stacked_only(multichannel, "U-Net")
+    no_encoder_weights(encoder_weights, "U-Net")
+    return UNet(in_channels, num_classes, norm)

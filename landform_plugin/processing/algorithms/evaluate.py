@@ -7,20 +7,17 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
 )
 
 from ...core.errors import LandformError
-from .base import PAPER_CITATION, LandformAlgorithm
-from .train_model import layer_file
+from ...core.evaluate import EvalOptions
+from .base import PAPER_CITATION, LandformAlgorithm, layer_file
 
 
 class EvaluateAlgorithm(LandformAlgorithm):
     INPUT = "INPUT"
     REFERENCE = "REFERENCE"
-    REFERENCE_FIELD = "REFERENCE_FIELD"
-    CODE_MAPPING = "CODE_MAPPING"
     ZONES = "ZONES"
     ZONE_FIELD = "ZONE_FIELD"
     OUTPUT = "OUTPUT"
@@ -62,9 +59,7 @@ class EvaluateAlgorithm(LandformAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Classified raster (classes 0-4)")))
         self.addParameter(QgsProcessingParameterMapLayer(self.REFERENCE, self.tr("Reference (class raster or polygon layer)")))
-        self.addParameter(QgsProcessingParameterString(self.REFERENCE_FIELD, self.tr("Class field (polygon reference)"), optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.CODE_MAPPING, self.tr("Class mapping (reference code:class, e.g. 10:1,20:2; empty = 0-4)"), optional=True))
+        self.add_options(EvalOptions)
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.ZONES, self.tr("Zones (optional polygons)"), [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(self.ZONE_FIELD, self.tr("Zone name field"), parentLayerParameterName=self.ZONES, optional=True))
@@ -82,12 +77,13 @@ class EvaluateAlgorithm(LandformAlgorithm):
 
     def process(self, parameters, context, feedback):
         from ...core import evaluate as ev
-        from ...core.chips import parse_mapping
+        from ...core.layers import parse_mapping
 
         classified = layer_file(self.parameterAsRasterLayer(parameters, self.INPUT, context), "classified raster")
         ref_layer = self.parameterAsLayer(parameters, self.REFERENCE, context)
         reference = layer_file(ref_layer, "reference")
-        field = (self.parameterAsString(parameters, self.REFERENCE_FIELD, context) or "").strip() or None
+        opts = ev.EvalOptions(**self.read_options(ev.EvalOptions, parameters, context))
+        field = opts.reference_field
         if ref_layer.type() == QgsMapLayer.LayerType.VectorLayer and not field:
             names = ", ".join(f.name() for f in ref_layer.fields())
             raise LandformError(f"The reference is a polygon layer: give its class field (one of {names}).")
@@ -102,7 +98,7 @@ class EvaluateAlgorithm(LandformAlgorithm):
         cm_png = self.parameterAsFileOutput(parameters, self.CONFUSION_PNG, context) or None
         z_csv = self.parameterAsFileOutput(parameters, self.ZONES_CSV, context) or None
         res = ev.evaluate(
-            classified, reference, field, parse_mapping(self.parameterAsString(parameters, self.CODE_MAPPING, context)),
+            classified, reference, field, parse_mapping(opts.code_mapping),
             zones=zones, zone_field=zone_field, confusion_csv=cm_csv, confusion_png=cm_png, report=report,
             zones_csv=z_csv if zones else None, progress=self.progress_from(feedback),
         )

@@ -1,9 +1,6 @@
 """Rule-based landform classification (no model, no torch): ``landform:rulebasedlandforms``."""
 from qgis.core import (
     QgsProcessingParameterBand,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -16,35 +13,7 @@ from .base import PAPER_CITATION, LandformAlgorithm
 class RuleBasedLandformsAlgorithm(LandformAlgorithm):
     INPUT = "INPUT"
     BAND = "BAND"
-    LOCAL_WINDOW = "LOCAL_WINDOW"
-    PLAIN_RELIEF = "PLAIN_RELIEF"
-    HILL_RELIEF = "HILL_RELIEF"
-    SPLIT_MOUNTAINS = "SPLIT_MOUNTAINS"
-    PLATFORM = "PLATFORM"
-    PLATFORM_HEIGHT = "PLATFORM_HEIGHT"
-    FLAT_RELIEF = "FLAT_RELIEF"
-    SURFACE_WINDOW = "SURFACE_WINDOW"
-    SURROUND_WINDOW = "SURROUND_WINDOW"
-    SURROUND_PERCENTILE = "SURROUND_PERCENTILE"
-    MIDDLE_RELIEF = "MIDDLE_RELIEF"
-    HIGH_RELIEF = "HIGH_RELIEF"
-    HIGHEST_RELIEF = "HIGHEST_RELIEF"
     OUTPUT = "OUTPUT"
-
-    # parameter key -> (RuleParams field, label, advanced?)
-    _NUMBERS = [
-        (LOCAL_WINDOW, "local_window_m", "Local (relief) window side [m]", False),
-        (PLAIN_RELIEF, "plain_max_relief_m", "Plain: relief below [m]", False),
-        (HILL_RELIEF, "hill_max_relief_m", "Hill: relief below [m] (mountain at or above)", False),
-        (PLATFORM_HEIGHT, "platform_height_m", "Platform: raised above its surroundings by more than [m]", False),
-        (FLAT_RELIEF, "platform_flat_relief_m", "Platform: surface relief below [m]", True),
-        (SURFACE_WINDOW, "surface_window_m", "Platform: surface window side [m]", True),
-        (SURROUND_WINDOW, "surround_window_m", "Platform: surrounding window side [m]", True),
-        (SURROUND_PERCENTILE, "surround_percentile", "Platform: surroundings level (percentile of elevation)", True),
-        (MIDDLE_RELIEF, "middle_mountain_relief_m", "Middle relief mountain from [m]", True),
-        (HIGH_RELIEF, "high_mountain_relief_m", "High relief mountain from [m]", True),
-        (HIGHEST_RELIEF, "highest_mountain_relief_m", "Highest relief mountain from [m]", True),
-    ]
 
     def name(self):
         return "rulebasedlandforms"
@@ -93,23 +62,9 @@ class RuleBasedLandformsAlgorithm(LandformAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        d = rules.RuleParams()
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Elevation raster (DEM, metres)")))
         self.addParameter(QgsProcessingParameterBand(self.BAND, self.tr("Elevation band"), 1, self.INPUT, optional=True))
-        self.addParameter(QgsProcessingParameterBoolean(self.PLATFORM, self.tr("Detect platforms"), d.platform))
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.SPLIT_MOUNTAINS, self.tr("Split mountains into four relief classes (codes 4-7)"), d.split_mountains)
-        )
-        for key, field, label, advanced in self._NUMBERS:
-            default = getattr(d, field)
-            maximum = 100.0 if field == "surround_percentile" else None
-            p = QgsProcessingParameterNumber(
-                key, self.tr(label), QgsProcessingParameterNumber.Type.Double, default, False, 0.0,
-                maximum if maximum is not None else 1e9,
-            )
-            if advanced:
-                p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_options(rules.RuleParams)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Landform classes (rules)")))
 
     def process(self, parameters, context, feedback):
@@ -119,10 +74,7 @@ class RuleBasedLandformsAlgorithm(LandformAlgorithm):
 
             raise LandformError("No elevation raster was given, or it could not be loaded.")
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
-        kw = {field: self.parameterAsDouble(parameters, key, context) for key, field, _, _ in self._NUMBERS}
-        kw["platform"] = self.parameterAsBoolean(parameters, self.PLATFORM, context)
-        kw["split_mountains"] = self.parameterAsBoolean(parameters, self.SPLIT_MOUNTAINS, context)
-        params = rules.RuleParams(**kw)
+        params = rules.RuleParams(**self.read_options(rules.RuleParams, parameters, context))
         dest = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress = self.progress_from(feedback)
         result = rules.classify_raster(layer.source(), dest, params, band=band, progress=progress)

@@ -1,9 +1,7 @@
 """Derive terrain factors (paper section 3.1): ``landform:terrainfactors``."""
 from qgis.core import (
     QgsProcessingParameterBand,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -17,10 +15,6 @@ from .base import PAPER_CITATION, LandformAlgorithm
 class TerrainFactorsAlgorithm(LandformAlgorithm):
     INPUT = "INPUT"
     BAND = "BAND"
-    Z_FACTOR = "Z_FACTOR"
-    AZIMUTH = "AZIMUTH"
-    ALTITUDE = "ALTITUDE"
-    RDLS_WINDOW = "RDLS_WINDOW"
     SLOPE = "SLOPE"
     ASPECT = "ASPECT"
     HILLSHADE = "HILLSHADE"
@@ -84,17 +78,9 @@ class TerrainFactorsAlgorithm(LandformAlgorithm):
         ).format(paper=PAPER_CITATION)
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        d = terrain.FactorParams()
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Elevation raster (DEM)")))
         self.addParameter(QgsProcessingParameterBand(self.BAND, self.tr("Elevation band"), 1, self.INPUT, optional=True))
-        dbl = QgsProcessingParameterNumber.Type.Double
-        self.addParameter(QgsProcessingParameterNumber(self.Z_FACTOR, self.tr("Z-factor (elevation multiplier)"), dbl, d.z_factor, False, 0.0, 1e6))
-        self.addParameter(QgsProcessingParameterNumber(self.RDLS_WINDOW, self.tr("RDLS window side [m]"), dbl, d.rdls_window_m, False, 0.0, 1e7))
-        az = QgsProcessingParameterNumber(self.AZIMUTH, self.tr("Hillshade sun azimuth [degrees clockwise from north]"), dbl, d.azimuth, False, 0.0, 360.0)
-        alt = QgsProcessingParameterNumber(self.ALTITUDE, self.tr("Hillshade sun altitude [degrees]"), dbl, d.altitude, False, 0.0, 90.0)
-        for p in (az, alt):
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_options(terrain.FactorParams)
         for key, _, label, default in self.OUTPUTS:
             self.addParameter(QgsProcessingParameterRasterDestination(key, self.tr(label), None, True, default))
         self.addParameter(
@@ -113,12 +99,7 @@ class TerrainFactorsAlgorithm(LandformAlgorithm):
                 "(save it as a GeoTIFF first)."
             )
         band = self.parameterAsInt(parameters, self.BAND, context) or 1
-        params = terrain.FactorParams(
-            z_factor=self.parameterAsDouble(parameters, self.Z_FACTOR, context),
-            azimuth=self.parameterAsDouble(parameters, self.AZIMUTH, context),
-            altitude=self.parameterAsDouble(parameters, self.ALTITUDE, context),
-            rdls_window_m=self.parameterAsDouble(parameters, self.RDLS_WINDOW, context),
-        )
+        params = terrain.FactorParams(**self.read_options(terrain.FactorParams, parameters, context))
         outputs, keys = {}, {}
         for key, name, _, _ in self.OUTPUTS:
             dest = self.parameterAsOutputLayer(parameters, key, context)

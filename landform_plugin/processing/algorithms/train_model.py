@@ -14,41 +14,19 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessing,
 )
 
+from ...core.devices import CHOICES as DEVICES
 from ...core.errors import LandformError
-from .base import PAPER_CITATION, LandformAlgorithm
+from ...core.nets.registry import PRESET_LABELS, PRESETS
+from ...core.chipset import ChipConfig
+from ...core.train import TrainConfig
+from .base import PAPER_CITATION, LandformAlgorithm, layer_file
 
-ARCHITECTURES = [
-    ("fcn_resnet50", "FCN-ResNet50 (paper's model)"),
-    ("fcn_resnet101", "FCN-ResNet101"),
-    ("deeplabv3_resnet101", "DeepLabv3-ResNet101"),
-    ("unet", "U-Net"),
-    ("attention_unet", "Attention U-Net"),
-    ("fcn8s", "FCN-8s (VGG16)"),
-    ("fcn_resnet34", "FCN-ResNet34 (light, for CPUs)"),
-    ("fcn_resnet18", "FCN-ResNet18 (lightest, for CPUs)"),
-]
+ARCHITECTURES = list(PRESETS)  # Processing shows PRESET_LABELS; indices are stable (presets are only appended)
 FACTORS = ["dem", "slope", "aspect", "hillshade", "rdls", "curvature", "profile_curvature", "plan_curvature"]
-MULTICHANNEL = ["per_factor", "stack"]
-DEVICES = ["auto", "cpu", "cuda"]
-STRATEGIES = ["original", "ignore", "random"]  # core.label_strategies.STRATEGIES (not imported: scipy)
-
-
-def layer_file(layer, what: str) -> str:
-    """The file GDAL/OGR can read behind a QGIS layer ('path|layername=x' for vector layers)."""
-    if layer is None:
-        raise LandformError(f"No {what} was given, or it could not be loaded.")
-    provider = layer.providerType()
-    if provider not in ("gdal", "ogr"):
-        raise LandformError(
-            f"The {what} '{layer.name()}' is a '{provider}' layer; save it to a file (GeoTIFF, GeoPackage, "
-            "Shapefile) first so it can be read without QGIS."
-        )
-    return layer.source()
 
 
 class TrainModelAlgorithm(LandformAlgorithm):
@@ -57,26 +35,11 @@ class TrainModelAlgorithm(LandformAlgorithm):
     LABEL_FIELD = "LABEL_FIELD"
     CODE_MAPPING = "CODE_MAPPING"
     FACTORS = "FACTORS"
-    PIXEL_SIZE = "PIXEL_SIZE"
-    CHIP_SIZE = "CHIP_SIZE"
-    STRATEGY = "STRATEGY"
-    BUFFER = "BUFFER"
     ARCHITECTURE = "ARCHITECTURE"
-    MULTICHANNEL = "MULTICHANNEL"
     ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
-    EPOCHS = "EPOCHS"
-    LR = "LR"
-    HOLD_EPOCHS = "HOLD_EPOCHS"
-    BATCH_SIZE = "BATCH_SIZE"
-    VAL_FRACTION = "VAL_FRACTION"
     SEED = "SEED"
-    WEIGHT_CAP = "WEIGHT_CAP"
-    AUGMENT = "AUGMENT"
-    MAX_MINUTES = "MAX_MINUTES"
-    MAX_ITERATIONS = "MAX_ITERATIONS"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
-    BN_RECALIBRATE = "BN_RECALIBRATE"
     CHIPS = "CHIPS"
     OUTPUT = "OUTPUT"
     LOG_CSV = "LOG_CSV"
@@ -115,7 +78,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
             "paper: 30 m). <i>Chip size</i> [pixels, multiple of 32]: the paper's 1024; smaller for small DEMs. "
             "<i>Boundary labelling</i> (paper Table 4): original boundaries; ignore a buffer of N pixels on each "
             "side of class boundaries; or random labels in that buffer.</p>"
-            "<p><b>Network.</b> FCN-ResNet50 (the paper's), FCN-ResNet101, DeepLabv3-ResNet101, U-Net, Attention "
+            "<p><b>Network.</b> FCN-ResNet50 (the paper's), FCN-ResNet101, DeepLabv3-ResNet101 (or -ResNet50), U-Net, Attention "
             "U-Net, FCN-8s (the paper's Table 3), and FCN-ResNet18/34 for CPUs. Several factors go either through "
             "one encoder each, features concatenated (the paper's multichannel model), or stacked as channels of "
             "one encoder. <i>Encoder weights</i>: empty = random initialisation; or a local .safetensors file of "
@@ -141,39 +104,16 @@ class TrainModelAlgorithm(LandformAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             self.CODE_MAPPING, self.tr("Class mapping (your code:model class, e.g. 10:1,20:2,99:ignore; empty = 0-4)"), optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.FACTORS, self.tr("Input factors"), FACTORS, True, [0]))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.PIXEL_SIZE, self.tr("Processing resolution [m] (0 = the DEM's)"), QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 100000.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.CHIP_SIZE, self.tr("Chip size [pixels, multiple of 32]"), QgsProcessingParameterNumber.Type.Integer, 1024, False, 32, 8192))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.STRATEGY, self.tr("Boundary labelling (paper Table 4)"),
-            ["original boundaries", "ignore a buffer around boundaries", "random labels in the buffer"], False, 0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BUFFER, self.tr("Boundary buffer [pixels each side]"), QgsProcessingParameterNumber.Type.Integer, 5, False, 1, 100))
-        self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Network"), [a[1] for a in ARCHITECTURES], False, 0))
+        self.add_options(ChipConfig)
+        self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Network"),
+                                                     [self.tr(PRESET_LABELS[a]) for a in ARCHITECTURES], False, 0))
         self.addParameter(QgsProcessingParameterFile(
             self.ENCODER_WEIGHTS, self.tr("Encoder weights (local .safetensors; empty = random)"),
             QgsProcessingParameterFile.Behavior.File, "safetensors", None, optional=True))
-        advanced = [
-            QgsProcessingParameterEnum(self.MULTICHANNEL, self.tr("Several factors"),
-                                       ["one encoder per factor (paper)", "stacked channels, one encoder"], False, 0),
-            QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), QgsProcessingParameterNumber.Type.Integer, 50, False, 1, 10000),
-            QgsProcessingParameterNumber(self.LR, self.tr("Learning rate"), QgsProcessingParameterNumber.Type.Double, 1e-5, False, 1e-9, 1.0),
-            QgsProcessingParameterNumber(self.HOLD_EPOCHS, self.tr("Epochs at the full learning rate"), QgsProcessingParameterNumber.Type.Integer, 20, False, 0, 10000),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size [chips] (0 = 4 for one factor, 2 for several)"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 1024),
-            QgsProcessingParameterNumber(self.VAL_FRACTION, self.tr("Validation share"), QgsProcessingParameterNumber.Type.Double, 0.2, False, 0.01, 0.9),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 2**31 - 1),
-            QgsProcessingParameterNumber(self.WEIGHT_CAP, self.tr("Class weight cap (0 = none)"), QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 1e6),
-            QgsProcessingParameterBoolean(self.AUGMENT, self.tr("Flip/rotate augmentation"), False),
-            QgsProcessingParameterNumber(self.MAX_MINUTES, self.tr("Time limit [minutes] (0 = none)"), QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 1e6),
-            QgsProcessingParameterNumber(self.MAX_ITERATIONS, self.tr("Iteration limit [batches] (0 = none)"), QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 10**9),
-            QgsProcessingParameterBoolean(self.RESUME, self.tr("Resume from the checkpoint beside the model file"), False),
-            QgsProcessingParameterNumber(self.BN_RECALIBRATE, self.tr("Re-estimate BatchNorm statistics over N training batches at the end (0 = off)"),
-                                         QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 100000),
-        ]
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+        self.add_options(TrainConfig)
+        resume = QgsProcessingParameterBoolean(self.RESUME, self.tr("Resume from the checkpoint beside the model file"), False)
+        resume.setFlags(resume.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(resume)
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, False, 0))
         chips = QgsProcessingParameterFolderDestination(self.CHIPS, self.tr("Chip folder (numpy + JSON)"), optional=True, createByDefault=False)
         self.addParameter(chips)
@@ -215,40 +155,23 @@ class TrainModelAlgorithm(LandformAlgorithm):
             chip_dir = os.path.join(tempfile.mkdtemp(prefix="landform_chips_"), "chips")
         factor_idx = self.parameterAsEnums(parameters, self.FACTORS, context) or [0]
         factors = [FACTORS[i] for i in sorted(factor_idx)]
-        px = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
         manifest = chips_mod.export_chips(
-            chips_mod.ChipConfig(
+            ChipConfig(
                 dems=dem_paths, labels=labels, out_dir=chip_dir, label_field=field,
                 code_mapping=chips_mod.parse_mapping(self.parameterAsString(parameters, self.CODE_MAPPING, context)),
-                factors=factors, pixel_size_m=px, chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-                strategy=STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)],
-                buffer_px=self.parameterAsInt(parameters, self.BUFFER, context),
-                seed=self.parameterAsInt(parameters, self.SEED, context),
+                factors=factors, seed=self.parameterAsInt(parameters, self.SEED, context),
+                **self.read_options(ChipConfig, parameters, context),
             ),
             progress.sub(0, 15),
         )
         progress.info(f"{len(manifest['chips'])} chips in {chip_dir}")
-        cap = self.parameterAsDouble(parameters, self.WEIGHT_CAP, context)
-        minutes = self.parameterAsDouble(parameters, self.MAX_MINUTES, context)
-        iters = self.parameterAsInt(parameters, self.MAX_ITERATIONS, context)
         cfg = train_mod.TrainConfig(
             chips=chip_dir, out=out,
-            architecture=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)][0],
-            multichannel=MULTICHANNEL[self.parameterAsEnum(parameters, self.MULTICHANNEL, context)],
+            architecture=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)],
             encoder_weights=(self.parameterAsFile(parameters, self.ENCODER_WEIGHTS, context) or "").strip() or None,
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            lr=self.parameterAsDouble(parameters, self.LR, context),
-            hold_epochs=self.parameterAsInt(parameters, self.HOLD_EPOCHS, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
-            val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            weight_cap=cap if cap > 0 else None,
-            augment=self.parameterAsBool(parameters, self.AUGMENT, context),
-            max_minutes=minutes if minutes > 0 else None,
-            max_iterations=iters if iters > 0 else None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resume="auto" if self.parameterAsBool(parameters, self.RESUME, context) else None,
-            bn_recalibrate=self.parameterAsInt(parameters, self.BN_RECALIBRATE, context),
+            **self.read_options(TrainConfig, parameters, context),
         )
         res = train_mod.train(cfg, progress.sub(15, 100))
         return {
