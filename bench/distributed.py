@@ -13,7 +13,8 @@ Both runs are the command line (``python -m landform_plugin.core classify``) in 
 cluster, workers of 1 thread). On one machine (b) cannot be faster; it measures what the block
 decomposition and the scheduling cost: tiles recomputed at block borders, the cluster's own
 processes, the assembly. The process tree is sampled every 0.2 s (psutil): CPU seconds per
-process (last value seen) and peak RSS per process.
+process (its own, last value seen; a process's reaped children are not added to it, they are
+sampled themselves) and peak RSS per process.
 
 Printed, one figure per line with its label in capitals:
   CPU RATIO CLUSTER / SINGLE      total CPU seconds (target <= 1.10)
@@ -64,7 +65,7 @@ class TreeSampler(threading.Thread):
             for p in procs:
                 try:
                     t = p.cpu_times()
-                    self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                    self.cpu[p.pid] = t.user + t.system  # its own only: its children are sampled themselves
                     self.rss[p.pid] = max(self.rss.get(p.pid, 0), p.memory_info().rss)
                     self.names.setdefault(p.pid, " ".join(p.cmdline()[:4]))
                 except self.psutil.Error:

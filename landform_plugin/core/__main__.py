@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     except (LandformError, MissingDependency, Cancelled) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: finished blocks stay in the run folder for the same command
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

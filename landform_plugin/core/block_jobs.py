@@ -7,7 +7,6 @@ are assembled by GDAL at the end. Window sizes that depend on the raster (the ru
 are fixed once for the whole run, before the blocks are sent out.
 """
 import atexit
-import os
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +17,7 @@ from osgeo import gdal
 from . import blocks as blocks_mod
 from . import labels, rules, terrain
 from .errors import LandformError
+from .outputs import check_output_path
 from .progress import Progress
 from .rasters import RasterInfo, Window, block_windows, cell_sizes_m, open_raster, read_window, require_crs, require_some_data
 
@@ -74,7 +74,7 @@ class _RasterJob:
         keys = [t.key for t in self.stages()[0]]
         files = {s.key: [blocks_mod.block_path(self.run_dir, s.key, k) for k in keys] for s in self.outputs}
         grid = (self.info.width, self.info.height, self.info.geotransform, self.info.crs_wkt)
-        blocks_mod.assemble(self.outputs, files, grid, self.run_dir, self.cog, progress)
+        blocks_mod.assemble(self.outputs, files, grid, self.run_dir, self.cog, progress, inputs=[self.dem])
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ def rule_classes(dem: str, out: str, engine, band: int = 1, params: Optional[rul
 
 
 def _run(job, engine, progress: Progress, keep_run_on_error: bool) -> List[dict]:
-    for spec in job.outputs:
-        os.makedirs(os.path.dirname(os.path.abspath(spec.path)), exist_ok=True)
+    for spec in job.outputs:  # before any work
+        check_output_path(spec.path, [job.dem])
     n = len(job.stages()[0])
     try:
         with engine as eng:

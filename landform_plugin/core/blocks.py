@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from osgeo import gdal
 
 from .errors import Cancelled, LandformError, MissingDependency
+from .outputs import OutputSet, write_failure
 from .progress import Progress
 from .rasters import GTIFF_OPTIONS, _quiet_gdal
 
@@ -362,30 +363,22 @@ def _color_table(entries) -> gdal.ColorTable:
 
 
 def assemble(outputs: Sequence[OutputSpec], blocks: Dict[str, List[str]], grid, run_dir: str,
-             cog: bool, progress: Progress) -> None:
+             cog: bool, progress: Progress, inputs: Sequence[str] = ()) -> None:
     """Each output from its block files (VRT + translate), then all renamed into place together."""
-    staged = []
-    try:
+    with OutputSet(inputs) as out:
         for i, spec in enumerate(outputs):
             progress.check()
-            staged.append(_assemble_one(spec, blocks[spec.key], grid, run_dir, cog))
+            _assemble_one(spec, blocks[spec.key], grid, run_dir, cog, out.file(spec.path))
             progress.update(100.0 * (i + 1) / len(outputs))
-        for spec, tmp in zip(outputs, staged):
-            _commit(tmp, spec.path)
-    except BaseException:
-        for tmp in staged:
-            for p in (tmp, tmp + ".aux.xml"):
-                if os.path.exists(p):
-                    os.remove(p)
-        raise
 
 
-def _assemble_one(spec: OutputSpec, files: List[str], grid, run_dir: str, cog: bool) -> str:
+def _block_vrt(spec: OutputSpec, files: List[str], grid, run_dir: str):
+    """A VRT over the block files with the output's grid, band names, NoData and colour table."""
     width, height, gt, crs = grid
     bounds = (gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * width, gt[3])
-    vrt_path = os.path.join(run_dir, f"{spec.key}.vrt")
     with _quiet_gdal():
-        vrt = gdal.BuildVRT(vrt_path, list(files), outputBounds=bounds, xRes=abs(gt[1]), yRes=abs(gt[5]))
+        vrt = gdal.BuildVRT(os.path.join(run_dir, f"{spec.key}.vrt"), list(files), outputBounds=bounds,
+                            xRes=abs(gt[1]), yRes=abs(gt[5]))
     if vrt is None:
         raise LandformError(f"Could not assemble '{spec.path}' from its blocks: {gdal.GetLastErrorMsg()}")
     for i, name in enumerate(spec.band_names):
@@ -397,36 +390,30 @@ def _assemble_one(spec: OutputSpec, files: List[str], grid, run_dir: str, cog: b
         names = [""] * (max(c for c, _, _ in spec.color_table) + 1)
         for code, _, name in spec.color_table:
             names[int(code)] = name
-        vrt.GetRasterBand(1).SetRasterColorTable(_color_table(spec.color_table))
-        vrt.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-        vrt.GetRasterBand(1).SetCategoryNames(names)
+        b1 = vrt.GetRasterBand(1)
+        b1.SetRasterColorTable(_color_table(spec.color_table))
+        b1.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        b1.SetCategoryNames(names)
     vrt.FlushCache()
-    folder = os.path.dirname(os.path.abspath(spec.path))
-    tmp = os.path.join(folder, f".{os.path.basename(spec.path)}.{uuid.uuid4().hex[:8]}.partial.tif")
+    return vrt
+
+
+def _assemble_one(spec: OutputSpec, files: List[str], grid, run_dir: str, cog: bool, tmp: str) -> None:
+    vrt = _block_vrt(spec, files, grid, run_dir)
     if cog:
-        opts = COG_OPTIONS + [f"OVERVIEW_RESAMPLING={spec.overview_resampling}"]
-        kw = dict(format="COG", creationOptions=opts)
+        kw = dict(format="COG", creationOptions=COG_OPTIONS + [f"OVERVIEW_RESAMPLING={spec.overview_resampling}"])
     else:
         kw = dict(format="GTiff", creationOptions=GTIFF_OPTIONS + (["INTERLEAVE=BAND"] if spec.bands > 1 else []))
+    gdal.ErrorReset()
     with _quiet_gdal():
         out = gdal.Translate(tmp, vrt, **kw)
-    ok = out is not None
+        ok = out is not None
+        if ok:
+            out.FlushCache()
+            ok = gdal.GetLastErrorType() < gdal.CE_Failure
     out = vrt = None
     if not ok:
-        for p in (tmp, tmp + ".aux.xml"):
-            if os.path.exists(p):
-                os.remove(p)
-        raise LandformError(f"Could not write '{spec.path}' (disk full or folder not writable?): {gdal.GetLastErrorMsg()}")
-    return tmp
-
-
-def _commit(tmp: str, path: str) -> None:
-    for stale in (path, path + ".aux.xml"):
-        if os.path.exists(stale):
-            os.remove(stale)
-    os.replace(tmp, path)
-    if os.path.exists(tmp + ".aux.xml"):  # category names and band metadata live in the side-car
-        os.replace(tmp + ".aux.xml", path + ".aux.xml")
+        raise write_failure(spec.path, gdal.GetLastErrorMsg() or "GDAL could not write it")
 
 
 # ----------------------------------------------------------------------------- command line

@@ -47,6 +47,7 @@ from osgeo import gdal
 
 from . import blocks as blocks_mod
 from . import inputs as inputs_mod
+from .devices import autocast_dtype, resolve_device
 from .errors import LandformError
 from .grid import (
     LatticeReader,
@@ -61,6 +62,7 @@ from .grid import (
     warp_to_window,
     zone_weights,
 )
+from .outputs import check_output_path
 from .progress import Progress
 from .rasters import (
     RasterInfo,
@@ -95,22 +97,6 @@ FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a t
 # ----------------------------------------------------------------------------- device / model
 
 
-def resolve_device(device: str = "auto"):
-    from .errors import import_torch
-
-    torch = import_torch()
-    device = (device or "auto").lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise LandformError("Device 'cuda' was requested but PyTorch sees no CUDA GPU here; choose 'auto' or 'cpu'.")
-        return torch.device("cuda")
-    if device == "cpu":
-        return torch.device("cpu")
-    raise LandformError(f"Unknown device '{device}'; choose auto, cpu or cuda.")
-
-
 class Predictor:
     """A loaded model on a device: ``probabilities(batch)`` -> softmax float32 numpy."""
 
@@ -122,9 +108,8 @@ class Predictor:
         self.spec = spec
         self.device = device
         self.cuda = device.type == "cuda"
-        self.dtype = None
+        self.dtype = autocast_dtype(device, cpu=False)  # CUDA only: float32 on the CPU
         if self.cuda:
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_s = 0.0
         self.forward_pixels = 0
@@ -145,7 +130,7 @@ class Predictor:
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=self.dtype):
+                with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype is not None):
                     logits = self.model(x)
             else:
                 logits = self.model(x)
@@ -512,7 +497,8 @@ class ClassifyJob:
         tasks = self.stages()[-1]
         for spec in self.outputs:
             files[spec.key] = [blocks_mod.block_path(self.run_dir, spec.key, t.key) for t in tasks]
-        blocks_mod.assemble(self.outputs, files, self.out.as_tuple(), self.run_dir, self.cog, progress)
+        blocks_mod.assemble(self.outputs, files, self.out.as_tuple(), self.run_dir, self.cog, progress,
+                            inputs=[self.dem, self.model])
         _ASSEMBLY_S[self.fingerprint] = time.perf_counter() - t0
 
 
@@ -666,6 +652,10 @@ def classify(dem_path, model_path: str, class_out: str, confidence_out: Optional
     spec = read_spec(model_path)
     dems = [dem_path] if isinstance(dem_path, str) else dem_sources(dem_path)
     outs = [class_out, confidence_out]
+    for o in filter(None, outs):  # before any work: a folder that is a file, an output that is an input, ...
+        check_output_path(o, dems + [model_path])
+    if confidence_out and os.path.abspath(confidence_out) == os.path.abspath(class_out):
+        raise LandformError("The class raster and the confidence raster must be two different files.")
     fp = blocks_mod.fingerprint(*dems, model_path, repr(sorted(vars(opt).items())), outs, "classify-1")
     run_dir = blocks_mod.run_folder_for(class_out)
     try:

@@ -109,13 +109,6 @@ CASES = {
 }
 
 # Cases whose fix belongs inside predict.py (classification's internals, rewritten elsewhere).
-PREDICT_XFAIL = {
-    "classify-output-folder-is-a-file": "predict.classify_raster makes its work folder (tempfile.mkdtemp in the "
-                                        "output's folder) before any output check: NotADirectoryError traceback; "
-                                        "predict.py must call rasters.check_output_path for every output first",
-}
-
-
 def _model(out):
     import torch
 
@@ -135,8 +128,7 @@ def _cli(argv, repo_root):
                           cwd=str(repo_root), timeout=600)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=PREDICT_XFAIL[c]))
-                                  if c in PREDICT_XFAIL else c for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_command_line_hostile_input(case, area, tmp_path, repo_root):
     make, needles = CASES[case]
     out = str(tmp_path / "out")
