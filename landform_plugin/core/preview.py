@@ -21,8 +21,7 @@ def _read_decimated(path: str, band: int, max_side: int, resample=gdal.GRIORA_Ne
     step = max(1, int(math.ceil(max(info.width, info.height) / max_side)))
     bw, bh = max(1, info.width // step), max(1, info.height // step)
     b = ds.GetRasterBand(band)
-    arr = b.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh, resample_alg=resample)
-    arr = arr.astype(np.float32)
+    arr = rasters.read_band(b, path=path, buf_xsize=bw, buf_ysize=bh, resample_alg=resample).astype(np.float32)
     if info.nodata is not None and not math.isnan(info.nodata):
         arr[arr == np.float32(info.nodata)] = np.nan
     return arr, info, step
@@ -67,41 +66,64 @@ def render_preview(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     classes = classes or list(labels.DEFAULT_CLASSES)
     cls, cinfo, _ = _read_decimated(class_path, 1, max_side)
-    dem_ds, dinfo = rasters.open_raster(dem_path)
+    hs = _display_hillshade(dem_path, cls.shape, cinfo, max_side)
+    codes = np.nan_to_num(cls, nan=0).astype(np.int64).clip(0, 255)
+    panels = 1 + bool(confidence_path) + bool(compare_path)
+    aspect = cls.shape[0] / cls.shape[1]
+    fig, axes = plt.subplots(1, panels, figsize=(7.0 * panels, 7.0 * aspect + 1.4), squeeze=False, dpi=110)
+    _class_panel(axes[0, 0], hs, codes, classes, alpha, class_title)
+    if confidence_path:
+        conf = read_top_confidence(confidence_path, max_side)[: cls.shape[0], : cls.shape[1]]
+        _confidence_panel(fig, axes[0, 1], hs, codes, conf)
+    if compare_path:
+        other, _, _ = _read_decimated(compare_path, 1, max_side)
+        ocodes = np.nan_to_num(other[: cls.shape[0], : cls.shape[1]], nan=0).astype(np.int64).clip(0, 255)
+        _compare_panel(axes[0, panels - 1], hs, codes, ocodes, classes, alpha, compare_title)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def _display_hillshade(dem_path: str, shape, cinfo: rasters.RasterInfo, max_side: int) -> np.ndarray:
+    """The DEM's hillshade on the (decimated) class raster's cells."""
+    _, dinfo = rasters.open_raster(dem_path)
     if (dinfo.width, dinfo.height) != (cinfo.width, cinfo.height):
         # A class raster on another grid (e.g. resampled): warp the DEM onto it for display.
-        mem = gdal.Warp("", dem_path, format="MEM", width=cls.shape[1], height=cls.shape[0],
+        mem = gdal.Warp("", dem_path, format="MEM", width=shape[1], height=shape[0],
                         outputBounds=_bounds(cinfo), dstSRS=cinfo.crs_wkt or None, resampleAlg="bilinear")
         if mem is None:
             raise LandformError(f"Cannot resample '{dem_path}' onto the class raster for the preview.")
-        dem = mem.GetRasterBand(1).ReadAsArray().astype(np.float32)
+        dem = rasters.read_band(mem.GetRasterBand(1), path=dem_path).astype(np.float32)
         nd = mem.GetRasterBand(1).GetNoDataValue()
         if nd is not None:
             dem[dem == np.float32(nd)] = np.nan
     else:
         dem, _, _ = _read_decimated(dem_path, 1, max_side, gdal.GRIORA_Average)
-        dem = dem[: cls.shape[0], : cls.shape[1]]
+        dem = dem[: shape[0], : shape[1]]
     # Display cell size in metres (central row), scaled by the decimation.
     dx, dy = rasters.cell_sizes_m(cinfo, cinfo.height // 2, 1)
-    sx, sy = cinfo.width / cls.shape[1], cinfo.height / cls.shape[0]
-    hs = hillshade(dem, float(dx[0]) * sx, float(dy[0]) * sy)
+    sx, sy = cinfo.width / shape[1], cinfo.height / shape[0]
+    return hillshade(dem, float(dx[0]) * sx, float(dy[0]) * sy)
 
-    codes = np.nan_to_num(cls, nan=0).astype(np.int64).clip(0, 255)
-    overlay = class_colors(classes)[codes]
-    overlay[..., 3] = np.where(codes > 0, alpha, 0.0)
 
-    panels = 1 + bool(confidence_path) + bool(compare_path)
-    aspect = cls.shape[0] / cls.shape[1]
-    fig_w = 7.0 * panels
-    fig, axes = plt.subplots(1, panels, figsize=(fig_w, 7.0 * aspect + 1.4), squeeze=False, dpi=110)
-    ax = axes[0, 0]
+def _overlay(codes: np.ndarray, classes, alpha: float) -> np.ndarray:
+    ov = class_colors(classes)[codes]
+    ov[..., 3] = np.where(codes > 0, alpha, 0.0)
+    return ov
+
+
+def _class_panel(ax, hs, codes, classes, alpha: float, title: str) -> None:
+    from matplotlib.patches import Patch
+
     ax.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.imshow(overlay, interpolation="nearest")
-    ax.set_title(class_title)
+    ax.imshow(_overlay(codes, classes, alpha), interpolation="nearest")
+    ax.set_title(title)
     ax.set_axis_off()
     present = set(np.unique(codes).tolist())
     handles = []
@@ -113,34 +135,24 @@ def render_preview(
                              label=f"{c.code} {c.name} ({share:.1f} %)" if c.code in present else f"{c.code} {c.name} (0 %)"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, fontsize=8, frameon=False)
 
-    if confidence_path:
-        conf = read_top_confidence(confidence_path, max_side)[: cls.shape[0], : cls.shape[1]]
-        ax2 = axes[0, 1]
-        ax2.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        im = ax2.imshow(np.ma.masked_invalid(np.where(codes > 0, conf, np.nan)), cmap="viridis", vmin=0, vmax=1,
-                        alpha=0.8, interpolation="nearest")
-        ax2.set_title("Confidence of the top class")
-        ax2.set_axis_off()
-        cb = fig.colorbar(im, ax=ax2, orientation="horizontal", fraction=0.05, pad=0.02)
-        cb.set_label("probability of the predicted class (0-1)")
-    if compare_path:
-        other, _, _ = _read_decimated(compare_path, 1, max_side)
-        ocodes = np.nan_to_num(other[: cls.shape[0], : cls.shape[1]], nan=0).astype(np.int64).clip(0, 255)
-        ov = class_colors(classes)[ocodes]
-        ov[..., 3] = np.where(ocodes > 0, alpha, 0.0)
-        ax3 = axes[0, panels - 1]
-        ax3.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax3.imshow(ov, interpolation="nearest")
-        both = (codes > 0) & (ocodes > 0)
-        agree = 100.0 * np.mean(codes[both] == ocodes[both]) if both.any() else float("nan")
-        ax3.set_title(f"{compare_title}\nsame class as the left map: {agree:.1f} % of cells", fontsize=10)
-        ax3.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+
+def _confidence_panel(fig, ax, hs, codes, conf) -> None:
+    ax.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(np.where(codes > 0, conf, np.nan)), cmap="viridis", vmin=0, vmax=1,
+                   alpha=0.8, interpolation="nearest")
+    ax.set_title("Confidence of the top class")
+    ax.set_axis_off()
+    cb = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02)
+    cb.set_label("probability of the predicted class (0-1)")
+
+
+def _compare_panel(ax, hs, codes, ocodes, classes, alpha: float, title: str) -> None:
+    ax.imshow(hs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(_overlay(ocodes, classes, alpha), interpolation="nearest")
+    both = (codes > 0) & (ocodes > 0)
+    agree = 100.0 * np.mean(codes[both] == ocodes[both]) if both.any() else float("nan")
+    ax.set_title(f"{title}\nsame class as the left map: {agree:.1f} % of cells", fontsize=10)
+    ax.set_axis_off()
 
 
 def read_top_confidence(path: str, max_side: int) -> np.ndarray:

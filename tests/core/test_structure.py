@@ -40,8 +40,8 @@ MUST_NOT_LOAD = {
     "nets.unet": ["landform_plugin.core.nets.attention_unet"],
 }
 
-# The demo preview's one long function; the limit holds for everything else.
-KNOWN_LONG = {"core/preview.py:render_preview"}
+# No exceptions: the limit holds for every function.
+KNOWN_LONG: set = set()
 MAX_LINES = 80
 
 
