@@ -32,6 +32,7 @@ package: setup
 bench: setup
 	$(PY) bench/terrain_factors.py
 	$(PY) bench/classify.py
+	$(PY) bench/distributed.py
 	$(PY) bench/accuracy.py
 
 clean:

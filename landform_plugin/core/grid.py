@@ -237,7 +237,7 @@ class LatticeReader:
         """float32 values of the global cells ``box``; NaN for NoData, where the DEM has no data,
         and (``clip``) outside the domain."""
         c0, r0, c1, r1 = box
-        if not clip and not self.zone.same_grid:
+        if not clip and not self.zone.same_grid:  # cells past the domain as the DEM has them
             return self._warp(box)
         d0, e0, d1, e1 = self.zone.domain
         out = np.full((r1 - r0, c1 - c0), np.nan, dtype=np.float32)

@@ -47,6 +47,7 @@ from osgeo import gdal
 
 from . import blocks as blocks_mod
 from . import inputs as inputs_mod
+from .devices import CHOICES as DEVICE_CHOICES
 from .devices import autocast_dtype, resolve_device
 from .errors import LandformError
 from .grid import (
@@ -74,6 +75,7 @@ from .rasters import (
     require_crs,
     require_some_data,
 )
+from .schema import add_cli_options, from_cli, option
 from .tiling import Box, TileGrid, accumulate, iter_batches, plan_tiles
 
 CONFIDENCE_NODATA = -1.0
@@ -90,8 +92,8 @@ DEFAULT_TILE = 1024
 EDGE_PAD_STRIDES = 2  # a raster smaller than a tile is one tile reaching 2 output strides past its edges
 DEFAULT_OVERLAP = 0.25
 DEFAULT_BATCH = 2
-OUTPUT_BLOCK_CAP = 2048
-FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a time  # output cells per side of a resampling block (bounds its memory)
+OUTPUT_BLOCK_CAP = 2048  # output cells per side of a resampling block (bounds its memory)
+FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a time
 
 
 # ----------------------------------------------------------------------------- device / model
@@ -192,16 +194,17 @@ class ZoneModel:
     def tile_input(self, tile) -> np.ndarray:
         """(C, h + 2 margin, w + 2 margin) network input of a tile.
 
-        On the DEM's own grid, context past the raster's edge is mirrored (the edge is the
-        file's, the same for any crop that shares it). On a resampled lattice there is no such
-        edge: the window is read as it is, and cells the DEM does not cover are NoData (filled),
-        so a crop, or a zone's end, changes nothing but the cells it removes.
+        A projected DEM's edges are straight lines of the lattice's CRS: context past them is
+        mirrored there (the same for any crop that shares the edge). A geographic DEM's edges
+        are curves in its UTM zone, and the box around them moves with the crop's extent: there
+        the window is read as it is and cells the DEM does not cover are NoData (filled), so a
+        crop, or a zone's end, changes nothing but the cells it removes.
         """
         t0 = time.perf_counter()
         m, h = self.grid.margin, self.halo
         x0, y0, x1, y1 = tile.x0 - m, tile.y0 - m, tile.x0 + tile.width + m, tile.y0 + tile.height + m
         px = np.full(y1 - y0 + 2 * h, self.px)
-        if not self.zone.same_grid:
+        if self.zone.lon_range is not None:  # a UTM zone of a geographic DEM
             elev = self.reader.read((x0 - h, y0 - h, x1 + h, y1 + h), clip=False)
             chans, _ = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px)
             self.read_s += time.perf_counter() - t0
@@ -261,9 +264,17 @@ class ZoneModel:
 
 
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(classes uint8 (h,w), confidence float32 (C+1,h,w)) from probabilities and the DEM's valid mask."""
+    """(classes uint8 (h,w), confidence float32 (C+1,h,w)) from probabilities and the DEM's valid mask.
+
+    Where the DEM has elevation, "no data" is not an answer: its probability is set to 0 and the
+    landform probabilities renormalised to sum to 1 (next to a raster's edge the network gives
+    "no data" some weight for the missing context, not for the terrain).
+    """
     ok = valid & np.isfinite(probs).all(axis=0)
     safe = np.where(np.isfinite(probs), probs, 0.0)
+    land = safe[1:].sum(axis=0)
+    safe[1:] /= np.where(land > 0, land, 1.0)
+    safe[0] = 0.0
     cls = (np.argmax(safe[1:], axis=0) + 1).astype(np.uint8)
     top = np.take_along_axis(safe, cls[None].astype(np.intp), axis=0)[0]
     cls[~ok] = 0
@@ -552,18 +563,27 @@ def dem_sources(dems: Sequence[str]) -> List[str]:
 
 @dataclass
 class ClassifyOptions:
-    """How to classify: the same defaults for QGIS, the command line and scripts."""
+    """How to classify, declared once: Processing's parameters and the command line's options
+    are built from these fields (``core.schema``), so their defaults cannot disagree."""
 
-    band: int = 1
-    pixel_size_m: Optional[float] = None  # None = the model's
-    tile_size: Optional[int] = None  # None = max(DEFAULT_TILE, the model's tile size)
-    overlap: float = DEFAULT_OVERLAP
-    margin: Optional[int] = None  # None = MARGIN_STRIDES output strides
-    batch_size: int = DEFAULT_BATCH
-    device: str = "auto"
-    extent: Optional[Sequence[float]] = None
-    block_size: int = blocks_mod.DEFAULT_BLOCK_SIZE
-    cog: bool = False
+    band: int = 1  # Processing: a band parameter of the DEM; command line: --band
+    pixel_size_m: Optional[float] = option(
+        None, "PIXEL_SIZE", "Processing resolution [m] (0 = the model's)", kind="float", minimum=0.0,
+        maximum=100000.0, zero_means_none=True, flag="--pixel-size")
+    tile_size: Optional[int] = option(
+        None, "TILE_SIZE", f"Tile size [cells, a multiple of the network's output stride] (0 = {DEFAULT_TILE} "
+        "or the model's own, if larger)", kind="int", minimum=0, maximum=8192, zero_means_none=True, advanced=True)
+    overlap: float = option(DEFAULT_OVERLAP, "OVERLAP", "Tile overlap [fraction of the tile]", minimum=0.0,
+                            maximum=0.75, advanced=True)
+    margin: Optional[int] = option(
+        -1, "MARGIN", "Context margin around each tile [cells, a multiple of the output stride] "
+        f"(-1 = {MARGIN_STRIDES} output stride)", kind="int", minimum=-1, maximum=1024, advanced=True)
+    batch_size: int = option(DEFAULT_BATCH, "BATCH_SIZE", "Batch size [tiles]", minimum=1, maximum=256, advanced=True)
+    device: str = option("auto", "DEVICE", "Device", choices=tuple(DEVICE_CHOICES))
+    extent: Optional[Sequence[float]] = None  # Processing: an extent parameter; scripts: (xmin, ymin, xmax, ymax)
+    block_size: int = option(blocks_mod.DEFAULT_BLOCK_SIZE, "BLOCK_SIZE", "Block size [cells], the unit of work",
+                             minimum=64, maximum=65536, advanced=True, cli=False)
+    cog: bool = option(False, "COG", "Write Cloud Optimized GeoTIFFs (with overviews)", advanced=True, cli=False)
 
 
 def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optional[str], spec: dict,
@@ -587,7 +607,7 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     tile = int(opt.tile_size) if opt.tile_size else max(DEFAULT_TILE, int(spec["tile_size"]))
     if tile % stride:
         raise LandformError(f"Tile size must be a multiple of {stride} pixels for this network; {tile} is not.")
-    margin = MARGIN_STRIDES * stride if opt.margin is None else int(opt.margin)
+    margin = MARGIN_STRIDES * stride if opt.margin is None or int(opt.margin) < 0 else int(opt.margin)
     if int(opt.batch_size) < 1:
         raise LandformError("Batch size must be at least 1.")
     if int(opt.block_size) < stride:
@@ -738,17 +758,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("class_out")
     p.add_argument("--confidence", default=None, help="confidence raster to write (per-class probabilities)")
     p.add_argument("--band", type=int, default=1)
-    p.add_argument("--pixel-size", type=float, default=None, help="processing resolution in metres (default: the model's)")
-    p.add_argument("--tile-size", type=int, default=None, help=f"tile side in cells (default {DEFAULT_TILE})")
-    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help=f"tile overlap fraction (default {DEFAULT_OVERLAP})")
-    p.add_argument("--margin", type=int, default=None, help="context cells around each tile (default one output stride)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"tiles per forward pass (default {DEFAULT_BATCH})")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_cli_options(p, ClassifyOptions)
     blocks_mod.add_engine_args(p)
 
     def run(args):
-        opt = ClassifyOptions(args.band, args.pixel_size, args.tile_size, args.overlap, args.margin, args.batch_size,
-                              args.device, None, args.block_size, args.cog)
+        opt = from_cli(ClassifyOptions, args, band=args.band, block_size=args.block_size, cog=args.cog)
         engine = blocks_mod.engine_from_args(args)
         dem = args.dem[0] if len(args.dem) == 1 and not args.dem[0].lower().endswith(".txt") else args.dem
         summary = classify(dem, args.model, args.class_out, args.confidence, opt, blocks_mod.ConsoleProgress(),

@@ -6,23 +6,20 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
-from ...core.blocks import DEFAULT_BLOCK_SIZE
 from ...core.errors import LandformError
+from ...core.predict import ClassifyOptions
 from .. import styling
 from .base import PAPER_CITATION, LandformAlgorithm
 
 MODELS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "models"))
 DEFAULT_MODEL = os.path.join(MODELS_DIR, "default_model.safetensors")
-DEVICES = ["auto", "cpu", "cuda"]
 
 
 def default_model_path() -> str:
@@ -34,14 +31,7 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
     INPUT = "INPUT"
     BAND = "BAND"
     MODEL = "MODEL"
-    PIXEL_SIZE = "PIXEL_SIZE"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    MARGIN = "MARGIN"
-    DEVICE = "DEVICE"
     SCHEDULER = "SCHEDULER"
-    BLOCK_SIZE = "BLOCK_SIZE"
     EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
@@ -72,9 +62,12 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             "<i>Model file</i>: a landform model (.safetensors) trained by this plugin; empty = the bundled "
             "model in the plugin's models/ folder. <i>Processing resolution</i> [m]: ground cell size the DEM "
             "is resampled to; 0 = the size the model was trained at (recommended). <i>Tile size</i> [cells, "
-            "multiple of 32] and <i>tile overlap</i> [fraction of the tile, 0-0.75]: larger tiles give the "
+            "a multiple of the network's output stride, 32 for ResNets; 0 = 1024 or the model's own if larger] "
+            "and <i>tile overlap</i> [fraction of the tile, 0-0.75]: larger tiles give the "
             "network more context and run faster per cell on a GPU; 0.25 overlap removes seams. "
-            "<i>Context margin</i> [cells]: extra terrain read around each tile for context, not kept (32). "
+            "<i>Context margin</i> [cells]: extra terrain read around each tile for context, not kept "
+            "(-1 = one output stride, 32 cells for ResNets). <i>Cloud Optimized GeoTIFF</i>: write the outputs "
+            "as COGs with overviews. "
             "<i>Batch size</i>: tiles per forward pass (lower it if memory runs out). <i>Device</i>: auto "
             "(CUDA GPU if PyTorch sees one, else CPU), cpu or cuda. <i>Extent</i> (optional): classify only this "
             "part of the DEM (snapped outward to whole DEM cells). <i>Block size</i> [cells] (advanced): the run "
@@ -106,51 +99,12 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             optional=True,
         )
         self.addParameter(model)
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.PIXEL_SIZE, self.tr("Processing resolution [m] (0 = the model's)"),
-                QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0, 100000.0,
-            )
+        self.add_options(ClassifyOptions)  # resolution, tiling, batch, device, block size, COG: declared once
+        scheduler = QgsProcessingParameterString(
+            self.SCHEDULER, self.tr("Dask scheduler address (empty = this computer)"), "", False, True
         )
-        advanced = []
-        advanced.append(
-            QgsProcessingParameterNumber(
-                self.TILE_SIZE, self.tr("Tile size [cells, multiple of 32]"),
-                QgsProcessingParameterNumber.Type.Integer, 1024, False, 64, 8192,
-            )
-        )
-        advanced.append(
-            QgsProcessingParameterNumber(
-                self.OVERLAP, self.tr("Tile overlap [fraction of the tile]"),
-                QgsProcessingParameterNumber.Type.Double, 0.25, False, 0.0, 0.75,
-            )
-        )
-        advanced.append(
-            QgsProcessingParameterNumber(
-                self.MARGIN, self.tr("Context margin around each tile [cells, multiple of 32]"),
-                QgsProcessingParameterNumber.Type.Integer, 32, False, 0, 1024,
-            )
-        )
-        advanced.append(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE, self.tr("Batch size [tiles]"), QgsProcessingParameterNumber.Type.Integer, 2, False, 1, 256
-            )
-        )
-        advanced.append(
-            QgsProcessingParameterNumber(
-                self.BLOCK_SIZE, self.tr("Block size [cells], the unit of work"),
-                QgsProcessingParameterNumber.Type.Integer, DEFAULT_BLOCK_SIZE, False, 64, 65536,
-            )
-        )
-        advanced.append(
-            QgsProcessingParameterString(
-                self.SCHEDULER, self.tr("Dask scheduler address (empty = this computer)"), "", False, True
-            )
-        )
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, False, 0))
+        scheduler.setFlags(scheduler.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(scheduler)
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (optional)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Landform classes")))
         self.addParameter(
@@ -182,36 +136,21 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
 
         import_torch()  # MissingDependency with install instructions when torch is absent
         from ...core.blocks import DaskEngine
-        from ...core.predict import classify_raster
+        from ...core.predict import classify
 
-        px = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
         extent = None
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             if rect is not None and not rect.isNull() and not rect.isEmpty():
                 extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        opt = ClassifyOptions(band=band, extent=extent, **self.read_options(ClassifyOptions, parameters, context))
         dest = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         conf_dest = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
         progress = self.progress_from(feedback)
         progress.info(f"Model: {describe(spec)}")
         scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip()
-        summary = classify_raster(
-            layer.source(),
-            model_path,
-            dest,
-            conf_dest or None,
-            band=band,
-            pixel_size_m=px,
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            margin=self.parameterAsInt(parameters, self.MARGIN, context),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            extent=extent,
-            progress=progress,
-            block_size=self.parameterAsInt(parameters, self.BLOCK_SIZE, context),
-            engine=DaskEngine(scheduler) if scheduler else None,
-        )
+        engine = DaskEngine(scheduler) if scheduler else None
+        summary = classify(layer.source(), model_path, dest, conf_dest or None, opt, progress, engine=engine)
         for name, share in summary["class_shares"].items():
             progress.info(f"{name}: {100 * share:.1f} % of the valid cells")
         progress.info(
