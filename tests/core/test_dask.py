@@ -167,5 +167,5 @@ def test_terrain_factors_and_rules_on_the_cluster_equal_one_process(dems, cluste
     shares = block_jobs.rule_classes(dem, str(tmp_path / "rules.tif"), blocks.DaskEngine(cluster.address), block_size=300)
     assert np.array_equal(read(str(tmp_path / "rules.tif")), read(str(tmp_path / "ref_rules.tif")))
     assert shares["Mountain"] > 50
-    ds = gdal.Open(str(tmp_path / "rules.tif"))  # keep the dataset alive while its band is used
-    assert ds.GetRasterBand(1).GetCategoryNames()[1] == "Plain"
+    # (gdal.Info: this GDAL's Python GetCategoryNames answers None unless gdal.UseExceptions() is on)
+    assert gdal.Info(str(tmp_path / "rules.tif"), format="json")["bands"][0]["categories"][1] == "Plain"
