@@ -63,6 +63,11 @@ class _RasterJob:
     def after_stage(self, tasks) -> None:
         return None
 
+    def _read(self, win: Window) -> np.ndarray:
+        arr = read_window(_band(self.dem, self.band), win, self.info.nodata)
+        _OPEN[f"{self.dem}#{self.band}"][0].FlushCache()  # each window is read once: keep GDAL's cache small
+        return arr
+
     def _write(self, key: str, win: Window, arrays: Mapping[str, np.ndarray]) -> None:
         gt = self.info.geotransform
         wgt = (gt[0] + win.x0 * gt[1], gt[1], 0.0, gt[3] + win.y0 * gt[5], 0.0, gt[5])
@@ -85,7 +90,7 @@ class TerrainJob(_RasterJob):
     def run_task(self, task: blocks_mod.Task, progress: Progress) -> dict:
         (win,) = task.args
         t0 = time.perf_counter()
-        elev = read_window(_band(self.dem, self.band), win, self.info.nodata)
+        elev = self._read(win)
         dxr, dyr = cell_sizes_m(self.info, win.y0 - self.halo, win.height + 2 * self.halo)
         box = terrain.window_raster_box(win, self.info.width, self.info.height)
         res = terrain.compute_factors_block(elev, dxr, dyr, list(self.names), self.params, crop=self.halo, raster_box=box)
@@ -101,7 +106,7 @@ class RulesJob(_RasterJob):
     def run_task(self, task: blocks_mod.Task, progress: Progress) -> dict:
         (win,) = task.args
         t0 = time.perf_counter()
-        dem = read_window(_band(self.dem, self.band), win, self.info.nodata)
+        dem = self._read(win)
         cls = rules.classify_block(dem, win, self.windows_cells, self.params)
         self._write(task.key, win, {"classes": cls})
         counts = np.bincount(cls.ravel(), minlength=8)[:8]

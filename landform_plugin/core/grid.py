@@ -41,7 +41,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import LandformError
-from .rasters import RasterInfo, Window, _quiet_gdal, linear_unit_metres, mean_cell_size_m, read_window
+from .rasters import RasterInfo, Window, _quiet_gdal, linear_unit_metres, mean_cell_size_m, read_band, read_window
 
 BLEND_DEG = 0.5  # half-width of the blend between two UTM zones, degrees of longitude
 UTM_MAX_LAT = 84.0
@@ -236,6 +236,16 @@ class LatticeReader:
     def read(self, box: Box, clip: bool = True) -> np.ndarray:
         """float32 values of the global cells ``box``; NaN for NoData, where the DEM has no data,
         and (``clip``) outside the domain."""
+        try:
+            return self._read(box, clip)
+        finally:
+            # drop the DEM's blocks from GDAL's cache (by default 5 % of the RAM): each tile is read
+            # once, and a mosaic of many files would otherwise fill it, whatever the block size
+            self.ds.FlushCache()
+            if self.src is not self.ds:
+                self.src.FlushCache()
+
+    def _read(self, box: Box, clip: bool) -> np.ndarray:
         c0, r0, c1, r1 = box
         if not clip and not self.zone.same_grid:  # cells past the domain as the DEM has them
             return self._warp(box)
@@ -272,10 +282,7 @@ class LatticeReader:
             )
         if out is None:
             raise LandformError(f"Could not resample '{self.info.path}' onto the processing lattice: {gdal.GetLastErrorMsg()}")
-        arr = out.GetRasterBand(1).ReadAsArray()
-        if arr is None:
-            raise LandformError(f"Could not read '{self.info.path}' (a damaged or truncated file?): {gdal.GetLastErrorMsg()}")
-        return arr.astype(np.float32, copy=False)
+        return read_band(out.GetRasterBand(1), path=self.info.path).astype(np.float32, copy=False)
 
 
 def lattice_dataset(lattice: Lattice, box: Box, arrays: np.ndarray):

@@ -491,6 +491,7 @@ class ClassifyJob:
         a0, b0, a1, b1 = max(c0, d0), max(r0, e0), min(c1, d1), min(r1, e1)
         if a1 > a0 and b1 > b0:
             arr = ds.ReadAsArray(a0 - d0, b0 - e0, a1 - a0, b1 - b0)
+            ds.FlushCache()  # each lattice block is read about once: keep GDAL's cache small
             if arr is None:
                 raise LandformError(f"Could not read the block files of zone {self.zones[z].name}: {gdal.GetLastErrorMsg()}")
             out[:, b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = arr.reshape(ds.RasterCount, b1 - b0, a1 - a0)
@@ -500,7 +501,9 @@ class ClassifyJob:
         if state["dem"] is None:
             ds = gdal.Open(self.dem)
             state["dem"] = (ds, ds.GetRasterBand(self.band))
-        return np.isfinite(read_window(state["dem"][1], win, self.dem_info.nodata))
+        valid = np.isfinite(read_window(state["dem"][1], win, self.dem_info.nodata))
+        state["dem"][0].FlushCache()
+        return valid
 
     def assemble(self, progress: Progress) -> None:
         t0 = time.perf_counter()
