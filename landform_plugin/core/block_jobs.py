@@ -9,7 +9,7 @@ are fixed once for the whole run, before the blocks are sent out.
 import atexit
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -181,7 +181,3 @@ def _run(job, engine, progress: Progress, keep_run_on_error: bool) -> List[dict]
 
 def engine_requested(args) -> bool:
     return bool(getattr(args, "scheduler", None) or getattr(args, "local_workers", 0))
-
-
-def names_from(arg: str) -> Sequence[str]:
-    return [n.strip() for n in arg.split(",") if n.strip()]

@@ -301,7 +301,8 @@ class OutputGrid:
         return (self.width, self.height, self.geotransform, self.crs_wkt)
 
 
-_WORKER_STATE: Dict[str, dict] = {}
+_WORKER_STATE: Dict[str, dict] = {}  # per process: zone models (model, GDAL handles) of the current job
+_ASSEMBLY_S: Dict[str, float] = {}  # the client's assembly time of a run, for its summary
 
 
 def release_worker_state() -> None:
@@ -316,7 +317,6 @@ def release_worker_state() -> None:
 
 
 atexit.register(release_worker_state)  # before GDAL's own teardown, in workers too
-_ASSEMBLY_S: Dict[str, float] = {}  # the client's assembly time of a run, for its summary  # per process: zone models (model, GDAL handles) of the current job
 
 
 @dataclass(frozen=True)
