@@ -18,7 +18,7 @@ Printed per DEM and pooled over all of them (pixels weighted equally):
   1 means smoother maps);
 - timing: model seconds per megapixel on this CPU, next to the rules' time on
   the same grids (the reference measured in the same run), and peak RSS.
-Targets (issue 6): PA >= 85 %, MIoU >= 70 % pooled over the held-out DEMs.
+Targets: PA >= 85 %, MIoU >= 70 % pooled over the held-out DEMs.
 """
 import argparse
 import json
