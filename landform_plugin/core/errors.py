@@ -1,4 +1,5 @@
 """Exceptions the core raises; the Processing layer turns them into QgsProcessingException."""
+import os
 import sys
 
 
@@ -26,6 +27,20 @@ TORCH_INSTALL_HINT = (
 )
 
 
+def prefer_huge_pages() -> None:
+    """Ask torch to back its large CPU tensors with transparent huge pages (Linux).
+
+    A network's activations (hundreds of MB per batch) are fresh mmap'd memory
+    at every forward pass; with 4 KiB pages the kernel spends a quarter of the
+    run in page faults. Measured on a 2-core Debian 12 VM (FCN-ResNet18, batch
+    2 x 1088^2, THP in 'madvise' mode): CPU seconds per forward 28.4 -> 21.2 with
+    2 threads, 24.0 -> 20.3 with 1 thread; minor faults 2.3 M -> 0.26 M. torch
+    reads THP_MEM_ALLOC_ENABLE once, at its first allocation, so this must run
+    before torch is imported; a user's own setting wins.
+    """
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def import_torch():
     """Import torch lazily, with an install hint instead of a bare ImportError.
 
@@ -37,6 +52,8 @@ def import_torch():
     """
     if "qgis.core" in sys.modules and "torch" not in sys.modules and "triton" not in sys.modules:
         sys.modules["triton"] = None  # makes `import triton` raise ImportError, which torch handles
+    if "torch" not in sys.modules:
+        prefer_huge_pages()
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401

@@ -49,7 +49,7 @@ from . import blocks as blocks_mod
 from . import inputs as inputs_mod
 from .devices import CHOICES as DEVICE_CHOICES
 from .devices import autocast_dtype, resolve_device
-from .errors import LandformError
+from .errors import LandformError, import_torch
 from .grid import (
     LatticeReader,
     Zone,
@@ -103,8 +103,7 @@ class Predictor:
     """A loaded model on a device: ``probabilities(batch)`` -> softmax float32 numpy."""
 
     def __init__(self, model, spec: dict, device):
-        import torch
-
+        torch = import_torch()
         self.torch = torch
         self.model = model.eval()
         self.spec = spec
