@@ -26,6 +26,7 @@ ordinary ``dask worker`` command where this package is importable) or a local
 cluster started in this process. Dask, not this module, schedules, retries
 tasks whose worker died, and balances the load.
 """
+import ctypes
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ DEFAULT_BLOCK_SIZE = 4096  # processing cells per block side
 COG_OPTIONS = ["COMPRESS=ZSTD", "LEVEL=1", "BLOCKSIZE=512", "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
 BLOCK_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER"]
 WAIT_POLL_S = 0.5  # how often the client looks for finished blocks and for a cancel
+WORKER_TRIM_THRESHOLD = 256 << 20  # bytes of freed heap a worker keeps before returning it to the OS
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,33 @@ def execute(job, task: Task, progress: Optional[Progress] = None) -> dict:
     return stats
 
 
+def execute_on_worker(job, task: Task) -> dict:
+    """``execute`` on a Dask worker, with the worker's allocator set for large arrays first."""
+    _keep_freed_heap()
+    return execute(job, task)
+
+
+_HEAP_SET = []
+
+
+def _keep_freed_heap() -> None:
+    """Undo Dask's aggressive heap trimming in this worker process (glibc only; once).
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so every freed
+    array of a block goes back to the OS and the next one page-faults in again.
+    Measured on a 2-core machine, 4096^2 DEM, 2 workers of 1 thread: total CPU
+    seconds 261 -> 242 (one process: 230). Blocks reuse arrays of the same sizes
+    all run long, so keeping a few hundred MB of freed heap costs nothing.
+    """
+    if _HEAP_SET:
+        return
+    _HEAP_SET.append(True)
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-1, WORKER_TRIM_THRESHOLD)  # -1 = M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to undo
+        pass
+
+
 # ----------------------------------------------------------------------------- engines
 
 
@@ -203,7 +232,7 @@ class DaskEngine:
 
     def run(self, job, tasks: Sequence[Task], progress: Progress, on_done: Callable[[Task, dict], None]) -> None:
         futures = {
-            self.client.submit(execute, job, t, key=f"landform-{job.fingerprint}-{t.key}", pure=False, retries=0): t
+            self.client.submit(execute_on_worker, job, t, key=f"landform-{job.fingerprint}-{t.key}", pure=False, retries=0): t
             for t in tasks
         }
         pending = set(futures)
