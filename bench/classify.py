@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -71,6 +72,19 @@ def make_dem(path: str, size: int) -> None:
             strip[:, x0 : x0 + cols] = tile[:rows, :cols]
         b.WriteArray(strip, 0, y0)
     ds = None
+
+
+@contextmanager
+def work_folder(keep, prefix: str):
+    """The benchmark's folder: ``keep`` (made if needed and left in place), or a temporary
+    folder removed afterwards."""
+    work = keep or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def random_model(path: str, backbone: str) -> str:
@@ -107,9 +121,7 @@ def main(argv=None):
     from landform_plugin.core.nets.registry import count_parameters
     from landform_plugin.core.predict import Predictor, classify_raster
 
-    work = args.keep or tempfile.mkdtemp(prefix="bench_classify_")
-    os.makedirs(work, exist_ok=True)
-    try:
+    with work_folder(args.keep, "bench_classify_") as work:
         dem = os.path.join(work, f"dem_{args.size}.tif")
         t0 = time.perf_counter()
         if not os.path.exists(dem):
@@ -164,9 +176,6 @@ def main(argv=None):
         print(f"throughput: {dem_mp / wall:.3f} MP/s of DEM ({dem_mp:.1f} MP)")
         print(f"peak RSS: {rss_run:.2f} GB   (target < 2.5 GB)")
         print(f"class shares: {s['class_shares']}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,8 @@ Printed, one figure per line with its label in capitals:
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -117,11 +115,9 @@ def main(argv=None):
     ap.add_argument("--keep", default=None, help="folder to keep the DEM and outputs in (default: a temp folder)")
     args = ap.parse_args(argv)
 
-    from classify import random_model  # bench/classify.py
+    from classify import random_model, work_folder  # bench/classify.py
 
-    work = args.keep or tempfile.mkdtemp(prefix="bench_distributed_")
-    os.makedirs(work, exist_ok=True)
-    try:
+    with work_folder(args.keep, "bench_distributed_") as work:
         t0 = time.perf_counter()
         listing, n_tiles = make_tiles(work, args.size)
         print(f"DEM {args.size} x {args.size} at 30 m from real SRTM relief, {n_tiles} tiles, "
@@ -146,9 +142,6 @@ def main(argv=None):
         same = (gdal.Open(os.path.join(work, "single.tif")).ReadAsArray()
                 == gdal.Open(os.path.join(work, "cluster.tif")).ReadAsArray()).mean()
         print(f"classes identical on {100 * same:.4f} % of cells; load after: {os.getloadavg()[0]:.2f}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
