@@ -3,8 +3,9 @@
     .venv/bin/python bench/accuracy.py [--model models/default_model.safetensors]
 
 For every DEM in tools/train_default_model.HOLDOUT_DEMS (never used in
-training): the DEM is put on the model's 90 m grid exactly as for training
-(UTM zone, average/bilinear), labelled by core.rules (the REFERENCE: rule
+training): the DEM is put on its 90 m processing lattice exactly as for
+training (core.grid: UTM zone if geographic, own CRS if projected;
+average/bilinear), labelled by core.rules (the REFERENCE: rule
 labels, not a human landform map) and classified by the model with
 core.predict on that same grid, so no resampling enters the comparison.
 
@@ -64,7 +65,7 @@ def evaluate(model: str, data: str, work: str, threads: int = 2, log=print) -> d
     t_model = t_rules = mpx_all = 0.0
     for name, rel in tdm.HOLDOUT_DEMS.items():
         src = os.path.join(data, rel)
-        dem90 = tdm.warp_to_grid(src, os.path.join(work, f"{name}_dem90.tif"))
+        dem90 = tdm.lattice_dem(src, os.path.join(work, f"{name}_dem90.tif"))
         ref_path = os.path.join(work, f"{name}_rules.tif")
         t0 = time.perf_counter()
         rules.classify_raster(dem90, ref_path)

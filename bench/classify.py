@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -73,6 +74,33 @@ def make_dem(path: str, size: int) -> None:
     ds = None
 
 
+@contextmanager
+def work_folder(keep, prefix: str):
+    """The benchmark's folder: ``keep`` (made if needed and left in place), or a temporary
+    folder removed afterwards."""
+    work = keep or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def random_model(path: str, backbone: str) -> str:
+    """A random-weight FCN-ResNet (1 channel, dem) saved as a model file for 30 m: it costs exactly
+    what a trained one does (seeded, so the same every run)."""
+    import torch
+
+    from landform_plugin.core.modelfile import make_spec, save_model
+    from landform_plugin.core.nets.registry import build_model
+
+    torch.manual_seed(0)
+    spec = make_spec("fcn_resnet", backbone, ["dem"], 30.0, 512, training={"note": "random weights (benchmark)"})
+    save_model(path, build_model("fcn_resnet", backbone, 1), spec)
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192)
@@ -90,23 +118,16 @@ def main(argv=None):
 
     import torch
 
-    from landform_plugin.core.modelfile import make_spec, save_model
-    from landform_plugin.core.nets.registry import build_model, count_parameters
+    from landform_plugin.core.nets.registry import count_parameters
     from landform_plugin.core.predict import Predictor, classify_raster
 
-    work = args.keep or tempfile.mkdtemp(prefix="bench_classify_")
-    os.makedirs(work, exist_ok=True)
-    try:
+    with work_folder(args.keep, "bench_classify_") as work:
         dem = os.path.join(work, f"dem_{args.size}.tif")
         t0 = time.perf_counter()
         if not os.path.exists(dem):
             make_dem(dem, args.size)
         print(f"DEM {args.size} x {args.size} at 30 m (mosaic of real SRTM), built in {time.perf_counter() - t0:.1f} s")
-        torch.manual_seed(0)
-        model = build_model("fcn_resnet", args.backbone, 1)
-        spec = make_spec("fcn_resnet", args.backbone, ["dem"], 30.0, 512, training={"note": "random weights (benchmark)"})
-        model_path = os.path.join(work, "bench_model.safetensors")
-        save_model(model_path, model, spec)
+        model_path = random_model(os.path.join(work, "bench_model.safetensors"), args.backbone)
         predictor = Predictor.from_file(model_path, args.device)
         print(
             f"model: random-weight FCN-{args.backbone} ({count_parameters(predictor.model) / 1e6:.1f} M parameters), "
@@ -155,9 +176,6 @@ def main(argv=None):
         print(f"throughput: {dem_mp / wall:.3f} MP/s of DEM ({dem_mp:.1f} MP)")
         print(f"peak RSS: {rss_run:.2f} GB   (target < 2.5 GB)")
         print(f"class shares: {s['class_shares']}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

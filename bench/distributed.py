@@ -25,10 +25,8 @@ Printed, one figure per line with its label in capitals:
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -117,22 +115,14 @@ def main(argv=None):
     ap.add_argument("--keep", default=None, help="folder to keep the DEM and outputs in (default: a temp folder)")
     args = ap.parse_args(argv)
 
-    import torch
+    from classify import random_model, work_folder  # bench/classify.py
 
-    from landform_plugin.core.modelfile import make_spec, save_model
-    from landform_plugin.core.nets.registry import build_model
-
-    work = args.keep or tempfile.mkdtemp(prefix="bench_distributed_")
-    os.makedirs(work, exist_ok=True)
-    try:
+    with work_folder(args.keep, "bench_distributed_") as work:
         t0 = time.perf_counter()
         listing, n_tiles = make_tiles(work, args.size)
         print(f"DEM {args.size} x {args.size} at 30 m from real SRTM relief, {n_tiles} tiles, "
               f"built in {time.perf_counter() - t0:.0f} s; load before: {os.getloadavg()[0]:.2f}")
-        torch.manual_seed(0)
-        spec = make_spec("fcn_resnet", args.backbone, ["dem"], 30.0, 512, training={"note": "random weights (benchmark)"})
-        model = os.path.join(work, "bench_model.safetensors")
-        save_model(model, build_model("fcn_resnet", args.backbone, 1), spec)
+        model = random_model(os.path.join(work, "bench_model.safetensors"), args.backbone)
         common = [listing, model, "--device", "cpu", "--block-size", str(args.block_size)]
         w1, s1, out1 = run_cli(common + [os.path.join(work, "single.tif")], "single process")
         w2, s2, out2 = run_cli(common + [os.path.join(work, "cluster.tif"), "--local-workers", "2"], "local cluster")
@@ -152,9 +142,6 @@ def main(argv=None):
         same = (gdal.Open(os.path.join(work, "single.tif")).ReadAsArray()
                 == gdal.Open(os.path.join(work, "cluster.tif")).ReadAsArray()).mean()
         print(f"classes identical on {100 * same:.4f} % of cells; load after: {os.getloadavg()[0]:.2f}")
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

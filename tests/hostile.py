@@ -62,6 +62,22 @@ def wrong_shape_model(good, dst):
     return str(dst)
 
 
+def mismatched_factors_model(dst, pixel_size_m, tile_size):
+    """A model file whose header is valid but whose tensors do not fit it: a one-channel resnet_tiny
+    FCN-ResNet's weights under a spec that declares two input factors (dem, slope)."""
+    from safetensors.torch import save_file
+
+    from landform_plugin.core.modelfile import make_spec
+    from landform_plugin.core.nets.registry import build_model
+
+    m = build_model("fcn_resnet", "resnet_tiny", 1, decoder_channels=32)
+    spec = make_spec("fcn_resnet", "resnet_tiny", ["dem"], pixel_size_m, tile_size, arch_options={"decoder_channels": 32})
+    bad = dict(spec, input_factors=["dem", "slope"],
+               normalisation={"dem": spec["normalisation"]["dem"], "slope": {"method": "affine", "offset": 0, "scale": 45}})
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(dst), metadata={"landform_model": json.dumps(bad)})
+    return str(dst)
+
+
 def assert_clear(message, *needles):
     """A sentence for the user: names what it must, no Python failure words."""
     text = str(message)

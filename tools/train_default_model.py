@@ -6,8 +6,9 @@
 Stages (each reuses the project's own code; nothing here is a second copy):
 
 1. prepare: every DEM of TRAIN_DEMS and HOLDOUT_DEMS (from --data)
-   is warped to a 90 m grid in its UTM zone (average when coarsening by more
-   than 1.5x, else bilinear), labelled by core.rules with the default rule
+   is put on its 90 m processing lattice (core.grid, as classification does:
+   a geographic DEM in its UTM zone, a projected one in its own CRS; average
+   when coarsening by more than 1.5x, else bilinear), labelled by core.rules with the default rule
    parameters (labels are RULE-DERIVED, not a human landform map), and the
    training DEMs are cut into 256 x 256 chips by core.chips (twice: once on the
    grid's origin and once shifted by half a chip, so chip edges fall in
@@ -24,7 +25,6 @@ model on them. Everything is written under --work (default build/default_model).
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -35,7 +35,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
-from osgeo import gdal, osr  # noqa: E402
+from osgeo import gdal  # noqa: E402
 
 from landform_plugin.core import chips, rasters, rules  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
@@ -98,34 +98,14 @@ TRAIN_ARGS = dict(
 )
 
 
-def utm_wkt(ds) -> str:
-    """WKT of the WGS 84 UTM zone holding the raster's centre."""
-    gt = ds.GetGeoTransform()
-    cx, cy = gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * ds.RasterYSize / 2
-    src = osr.SpatialReference(ds.GetProjection())
-    src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    wgs = osr.SpatialReference()
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    lon, lat, _ = osr.CoordinateTransformation(src, wgs).TransformPoint(cx, cy)
-    zone = int(math.floor((lon + 180) / 6)) + 1
-    dst = osr.SpatialReference()
-    dst.ImportFromEPSG((32600 if lat >= 0 else 32700) + zone)
-    return dst.ExportToWkt()
-
-
-def warp_to_grid(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M) -> str:
-    ds, info = rasters.open_raster(src_path)
-    native = rasters.mean_cell_size_m(info)
-    alg = "average" if pixel_size_m > 1.5 * native else "bilinear"
+def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M) -> str:
+    """Write the DEM on its processing lattice at ``pixel_size_m`` (core.grid, through
+    core.chips.chip_grid: the cells classification predicts) to ``dst_path`` (float32, NaN NoData)."""
+    grid = chips.chip_grid(src_path, pixel_size_m)
     os.makedirs(os.path.dirname(dst_path), exist_ok=True)
-    out = gdal.Warp(
-        dst_path, ds, format="GTiff", dstSRS=utm_wkt(ds), xRes=pixel_size_m, yRes=pixel_size_m,
-        resampleAlg=alg, srcNodata=info.nodata, dstNodata=-9999.0, outputType=gdal.GDT_Float32,
-        targetAlignedPixels=True, creationOptions=rasters.GTIFF_OPTIONS,
-    )
+    out = gdal.Translate(dst_path, grid.ds, format="GTiff", creationOptions=rasters.GTIFF_OPTIONS)
     if out is None:
-        raise RuntimeError(f"warp failed for {src_path}: {gdal.GetLastErrorMsg()}")
+        raise RuntimeError(f"could not write {dst_path}: {gdal.GetLastErrorMsg()}")
     out = None
     return dst_path
 
@@ -138,7 +118,7 @@ def prepare(work: str, data: str, log=print) -> dict:
             src = os.path.join(data, rel)
             dem90 = os.path.join(work, "dem90", f"{name}.tif")
             lab90 = os.path.join(work, "rules90", f"{name}.tif")
-            warp_to_grid(src, dem90)
+            lattice_dem(src, dem90)
             res = rules.classify_raster(dem90, lab90)
             _, info = rasters.open_raster(dem90)
             summary["dems"][name] = {
@@ -254,7 +234,7 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
         label_source="rule-derived: core.rules with its default parameters (first level of Cheng et al. 2011); "
                      "not a human landform map",
         train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
-        data_grid=f"each DEM warped to {PIXEL_SIZE_M:g} m in its WGS 84 UTM zone",
+        data_grid=f"each DEM on its {PIXEL_SIZE_M:g} m processing lattice (core.grid)",
         command="nice -n 10 .venv/bin/python tools/train_default_model.py",
     )
     spec.setdefault("metrics", {}).update(

@@ -72,8 +72,8 @@ def native_pixel_size_m(info: RasterInfo) -> float:
     return math.sqrt(info.pixel_width * unit * info.pixel_height * unit)
 
 
-def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1, progress: Optional[Progress] = None) -> Grid:
-    """The DEM on the grid chips are cut from, EXACTLY as classification builds it
+def chip_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1, progress: Optional[Progress] = None) -> Grid:
+    """The ``Grid`` chips are cut from: the DEM on its processing lattice, EXACTLY as classification builds it
     (``grid.processing_grid``): a projected DEM whose cells already have the pixel
     size is used as is; otherwise it is warped onto the processing lattice (same CRS if
     projected, its UTM zone if geographic; average when coarsening > 1.5x, else
@@ -81,7 +81,7 @@ def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1,
     """
     import tempfile
 
-    from .grid import processing_grid as predict_grid
+    from .grid import processing_grid
 
     ds, info = open_raster(dem_path, band)
     require_crs(info)
@@ -89,7 +89,7 @@ def processing_grid(dem_path: str, pixel_size_m: Optional[float], band: int = 1,
     if not target > 0:
         raise LandformError("The pixel size must be positive.")
     with tempfile.TemporaryDirectory(prefix="landform_chips_") as work:
-        pds, pinfo, same = predict_grid(ds, info, target, work, progress or Progress())
+        pds, pinfo, same = processing_grid(ds, info, target, work, progress or Progress())
         if same:
             mem = _to_mem_float(ds, info)
         else:
@@ -210,7 +210,7 @@ def _grids(cfg, progress) -> List[Grid]:
     grids = []
     for dem in cfg.dems:
         progress.check()
-        grid = processing_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
+        grid = chip_grid(dem, cfg.pixel_size_m, cfg.dem_band, progress)
         gi = grid.info
         if cs > gi.width or cs > gi.height:
             raise LandformError(

@@ -39,7 +39,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -301,7 +301,6 @@ class OutputGrid:
 
 
 _WORKER_STATE: Dict[str, dict] = {}  # per process: zone models (model, GDAL handles) of the current job
-_ASSEMBLY_S: Dict[str, float] = {}  # the client's assembly time of a run, for its summary
 
 
 def release_worker_state() -> None:
@@ -341,6 +340,8 @@ class ClassifyJob:
     run_dir: str
     fingerprint: str
     cog: bool = False
+    # seconds the client spent assembling the outputs (set by ``assemble``, read by the summary)
+    assemble_s: float = field(default=0.0, compare=False)
 
     @property
     def same_grid(self) -> bool:
@@ -512,7 +513,8 @@ class ClassifyJob:
             files[spec.key] = [blocks_mod.block_path(self.run_dir, spec.key, t.key) for t in tasks]
         blocks_mod.assemble(self.outputs, files, self.out.as_tuple(), self.run_dir, self.cog, progress,
                             inputs=[self.dem, self.model])
-        _ASSEMBLY_S[self.fingerprint] = time.perf_counter() - t0
+        # the job is frozen for what travels to the workers; assembly runs on the client after them
+        object.__setattr__(self, "assemble_s", time.perf_counter() - t0)
 
 
 def _box_key(box: Box) -> str:
@@ -738,7 +740,7 @@ def _summary(job: ClassifyJob, stats: List[dict], wall: float) -> Dict[str, obje
         "block_seconds": float(sum(s.get("seconds", 0.0) for s in stats)),
         "read_s": float(sum(s.get("read_s", 0.0) for s in stats)),
         "write_s": float(sum(s.get("write_s", 0.0) for s in stats)),
-        "assemble_s": _ASSEMBLY_S.pop(job.fingerprint, 0.0),
+        "assemble_s": job.assemble_s,
         "edge_pad": EDGE_PAD_STRIDES * job.stride,
         "class_counts": {c[2]: int(counts[i]) for i, c in enumerate(job.classes)},
         "class_shares": {c[2]: (float(counts[i]) / valid_n if valid_n else 0.0) for i, c in enumerate(job.classes) if i},

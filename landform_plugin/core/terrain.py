@@ -429,24 +429,22 @@ def _three_by_three(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarr
     return res
 
 
+def _horn_sum(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a + 2 b + c, one side of Horn's 3x3 gradient, summed in float32 in gdaldem's order
+    ((a + b) + b) + c (the order matters for near-flat aspect)."""
+    s = a + b
+    s += b
+    s += c
+    return s
+
+
 def _horn_factors(views, dx, dy, names, p: FactorParams) -> Dict[str, np.ndarray]:
     """Slope, aspect and hillshade from Horn's (1981) 3x3 gradient, as gdaldem computes them."""
     z0, z1, z2, z3, z4, z5, z6, z7, z8 = views
     f32 = np.float32
     res: Dict[str, np.ndarray] = {}
-    # Horn sums in float32 in gdaldem's order (matters for near-flat aspect).
-    left = z0 + z3
-    left += z3
-    left += z6
-    right = z2 + z5
-    right += z5
-    right += z8
-    top = z0 + z1
-    top += z1
-    top += z2
-    bottom = z6 + z7
-    bottom += z7
-    bottom += z8
+    left, right = _horn_sum(z0, z3, z6), _horn_sum(z2, z5, z8)
+    top, bottom = _horn_sum(z0, z1, z2), _horn_sum(z6, z7, z8)
     ew = right - left  # 8 * dx * dz/dx (east positive)
     ns = top - bottom  # 8 * dy * dz/dy (north positive)
     del left, right, top, bottom

@@ -18,6 +18,7 @@ from landform_plugin.core import blocks
 from landform_plugin.core.errors import LandformError
 from landform_plugin.core.predict import classify_raster
 from tests.dask_cluster import LocalDaskCluster
+from tests.hostile import mismatched_factors_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "data", "models", "tiny_relief_60m.safetensors")
@@ -110,19 +111,7 @@ def test_worker_killed_mid_block_is_replaced_by_a_retry(mosaic, single_process, 
 def test_a_failing_block_fails_the_run_with_its_error(mosaic, cluster, tmp_path):
     """A model file whose header is valid but whose tensors do not fit it is only loaded on the
     workers: the blocks fail there, and the run stops with the block's error and writes nothing."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from landform_plugin.core.modelfile import make_spec
-    from landform_plugin.core.nets.registry import build_model
-
-    m = build_model("fcn_resnet", "resnet_tiny", 1, decoder_channels=32)
-    spec = make_spec("fcn_resnet", "resnet_tiny", ["dem"], 60.0, 256, arch_options={"decoder_channels": 32})
-    bad = dict(spec, input_factors=["dem", "slope"],
-               normalisation={"dem": spec["normalisation"]["dem"], "slope": {"method": "affine", "offset": 0, "scale": 45}})
-    model = str(tmp_path / "mismatched.safetensors")
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, model, metadata={"landform_model": json.dumps(bad)})
+    model = mismatched_factors_model(tmp_path / "mismatched.safetensors", 60.0, 256)
     c = str(tmp_path / "c.tif")
     with pytest.raises(LandformError) as err:
         classify_raster(mosaic, model, c, str(tmp_path / "p.tif"), block_size=256,

@@ -21,6 +21,7 @@ from landform_plugin.core.nets.registry import build_model  # noqa: E402
 from landform_plugin.core.predict import CONFIDENCE_NODATA, EDGE_PAD_STRIDES, TOP_BAND_NAME, classify_raster  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 from landform_plugin.core.tiling import plan_tiles  # noqa: E402
+from tests.hostile import mismatched_factors_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "data", "models", "tiny_relief_60m.safetensors")
@@ -250,15 +251,7 @@ def test_nodata_gives_class_zero_and_no_confidence(dems, random_model, tmp_path,
 
 
 def test_wrong_number_of_input_factors_is_refused(dems, tmp_path):
-    m = build_model("fcn_resnet", "resnet_tiny", 1, decoder_channels=32)
-    spec = make_spec("fcn_resnet", "resnet_tiny", ["dem"], 90.0, 128, arch_options={"decoder_channels": 32})
-    from safetensors.torch import save_file
-    import json
-
-    bad = dict(spec, input_factors=["dem", "slope"],
-               normalisation={"dem": spec["normalisation"]["dem"], "slope": {"method": "affine", "offset": 0, "scale": 45}})
-    path = str(tmp_path / "two_factors.safetensors")
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, path, metadata={"landform_model": json.dumps(bad)})
+    path = mismatched_factors_model(tmp_path / "two_factors.safetensors", 90.0, 128)
     out = tmp_path / "c.tif"
     with pytest.raises(LandformError, match="does not match its declared architecture"):
         classify_raster(dems["vermont"], path, str(out), device="cpu")

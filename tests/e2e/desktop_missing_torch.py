@@ -7,17 +7,15 @@ found (the error, the bar's text and buttons, the dialog that opened) to a
 JSON report that tests/e2e/test_desktop_dependencies.py asserts on.
 """
 import importlib.util
-import json
 import os
-import traceback
+import sys
 
-from qgis.core import QgsApplication, QgsProcessingException
-from qgis.PyQt.QtCore import QTimer
+from qgis.core import QgsProcessingException
 from qgis.PyQt.QtWidgets import QApplication, QPushButton
 from qgis.utils import iface, plugins
 
-DEM = os.environ["LANDFORM_DESKTOP_DEM"]
-OUT = os.environ["LANDFORM_DESKTOP_OUT"]
+sys.path.insert(0, os.environ["LANDFORM_DESKTOP_SCRIPTS"])
+from desktop_script import DEM, OUT, run_session  # noqa: E402
 
 
 def bar_items():
@@ -54,25 +52,9 @@ def click_install(report):
         dialogs[0].grab().save(os.path.join(OUT, "installer_dialog.png"))
 
 
-def finish():
-    report = {}
-    try:
-        report = run_classification()
-    except Exception:  # the test reads the traceback from the report
-        report["error"] = traceback.format_exc()
-
-    def shoot():
-        iface.mainWindow().grab().save(os.path.join(OUT, "message_bar.png"))
-        try:
-            click_install(report)
-        except Exception:
-            report["error"] = traceback.format_exc()
-        with open(os.path.join(OUT, "report.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        QTimer.singleShot(1000, lambda: QgsApplication.exit(0))
-
-    QTimer.singleShot(2000, shoot)
+def shoot(report):
+    iface.mainWindow().grab().save(os.path.join(OUT, "message_bar.png"))
+    click_install(report)
 
 
-iface.mainWindow().showMaximized()
-QTimer.singleShot(2000, finish)
+run_session(run_classification, shoot, 2000, exit_after_ms=1000)

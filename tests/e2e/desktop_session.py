@@ -5,19 +5,17 @@ from DEM", runs it on a DEM with its results loaded into the map, waits for the
 canvas to render, saves a screenshot of the whole window and writes what it
 found (plugin, provider, layers, renderers, legend labels) to a JSON report
 that tests/e2e/test_desktop.py asserts on. Paths come from environment
-variables so the test decides where things go.
+variables so the test decides where things go (desktop_script).
 """
-import json
 import os
-import traceback
+import sys
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QDockWidget, QLineEdit
 from qgis.utils import iface, plugins
 
-DEM = os.environ["LANDFORM_DESKTOP_DEM"]
-OUT = os.environ["LANDFORM_DESKTOP_OUT"]
+sys.path.insert(0, os.environ["LANDFORM_DESKTOP_SCRIPTS"])
+from desktop_script import DEM, OUT, run_session  # noqa: E402
 
 
 def renderer_report(layer):
@@ -71,22 +69,9 @@ def run():
     return report
 
 
-def finish():
-    report = {}
-    try:
-        report = run()
-    except Exception:  # the test reads the traceback from the report
-        report["error"] = traceback.format_exc()
-
-    def shoot():
-        iface.mapCanvas().waitWhileRendering()
-        iface.mainWindow().grab().save(os.path.join(OUT, "desktop.png"))
-        with open(os.path.join(OUT, "report.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        QgsApplication.exit(0)
-
-    QTimer.singleShot(3000, shoot)
+def shoot(report):
+    iface.mapCanvas().waitWhileRendering()
+    iface.mainWindow().grab().save(os.path.join(OUT, "desktop.png"))
 
 
-iface.mainWindow().showMaximized()
-QTimer.singleShot(2000, finish)
+run_session(run, shoot, 3000)

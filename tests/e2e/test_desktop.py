@@ -4,62 +4,17 @@ The classification runs with its results loaded; the test asserts on the
 layers QGIS shows (paletted class layer with the four landform labels, styled
 heatmaps) and keeps a screenshot in artifacts/desktop/desktop.png for review.
 """
-import json
-import os
-import shutil
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
-
 import pytest
 
-from .qgis_cli import PLUGIN_NAME
+from .desktop import install_into_profile, run_desktop
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).resolve().parent
-
-
-def _package(repo_root, out):
-    proc = subprocess.run([sys.executable, str(repo_root / "tools" / "package.py"), "--out", str(out)],
-                          capture_output=True, text=True, cwd=repo_root)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return next(Path(out).glob(f"{PLUGIN_NAME}-*.zip"))
-
 
 def test_desktop_classification_with_styled_layers(repo_root, dems, tmp_path):
-    assert shutil.which("xvfb-run") and shutil.which("qgis"), "run `make setup` (xvfb, qgis)"
-    profile = tmp_path / "config"
-    plugin_dir = profile / "profiles" / "default" / "python" / "plugins"
-    plugin_dir.mkdir(parents=True)
-    with zipfile.ZipFile(_package(repo_root, tmp_path / "dist")) as zf:
-        zf.extractall(plugin_dir)  # what "Install from ZIP" does
-    ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
-    ini.parent.mkdir(parents=True)
-    ini.write_text(f"[PythonPlugins]\n{PLUGIN_NAME}=true\n")
-
+    profile = install_into_profile(repo_root, tmp_path)
     out = repo_root / "artifacts" / "desktop"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    env = dict(os.environ)
-    env.update(
-        QGIS_CUSTOM_CONFIG_PATH=str(profile),
-        LANDFORM_DESKTOP_DEM=dems["boulder"],
-        LANDFORM_DESKTOP_OUT=str(out),
-        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
-    )
-    env.pop("QT_QPA_PLATFORM", None)  # a real X display (Xvfb) this time
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo", "--noversioncheck",
-         "--code", str(HERE / "desktop_session.py")],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    report_path = out / "report.json"
-    assert report_path.exists(), f"QGIS exited {proc.returncode} without a report:\n{proc.stderr[-3000:]}"
-    report = json.loads(report_path.read_text())
-    assert "error" not in report, report["error"]
+    report = run_desktop("desktop_session.py", profile, dems["boulder"], out)
     assert report["plugin_loaded"] and report["toolbox_shown"]
     assert "landform:classifylandforms" in report["algorithms"]
 

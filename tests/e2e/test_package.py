@@ -1,10 +1,9 @@
 """`make package` builds a zip that installs into a fresh QGIS profile and lists the algorithms."""
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
+from .desktop import package_plugin
 from .qgis_cli import PLUGIN_NAME, QgisProcess
 
 pytestmark = pytest.mark.e2e
@@ -12,13 +11,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory, repo_root):
-    out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, str(repo_root / "tools" / "package.py"), "--out", str(out)],
-                          capture_output=True, text=True, cwd=repo_root)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    zips = list(out.glob(f"{PLUGIN_NAME}-*.zip"))
-    assert len(zips) == 1
-    return zips[0]
+    return package_plugin(repo_root, tmp_path_factory.mktemp("dist"))
 
 
 def test_zip_layout(plugin_zip):
