@@ -148,12 +148,13 @@ def print_table(res: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(REPO, "models", "default_model.safetensors"))
-    ap.add_argument("--data", default=os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dems")))
+    ap.add_argument("--data", default=os.environ.get("LANDFORM_DEM_DATA"),
+                    help="folder holding the held-out DEMs (default: $LANDFORM_DEM_DATA)")
     ap.add_argument("--json", default=os.path.join(REPO, "artifacts", "bench", "accuracy.json"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    if not os.path.isdir(args.data):
-        print(f"error: the shared DEM folder {args.data} is missing (give --data)", file=sys.stderr)
+    if not args.data or not os.path.isdir(args.data):
+        print(f"error: the DEM folder {args.data} is missing (give --data or set LANDFORM_DEM_DATA)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as work:
         res = evaluate(args.model, args.data, work, args.threads)

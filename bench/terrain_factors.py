@@ -3,7 +3,7 @@
     .venv/bin/python bench/terrain_factors.py [--size 8192] [--repeat 2]
 
 Builds a >= 8000 x 8000 DEM from real data in a temporary folder: two
-adjacent SRTM 3" tiles of ../shared/data (N36W121 + N36W120, San Joaquin
+adjacent SRTM 3" tiles of the DEM collection in $LANDFORM_DEM_DATA (N36W121 + N36W120, San Joaquin
 Valley and Diablo Range) mosaicked and warped with gdalwarp (cubic) to a
 110 km square in UTM 11N at about 13.4 m, Float32, tiled ZSTD-1. If those
 tiles are absent it resamples the bundled sample DEM (resources/sample).
@@ -27,8 +27,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "dems", "jaanga_terrain_plus_srtm3")
-TILES = [os.path.join(SHARED, f"N36W12{i}_srtm3_viewfinder.tif") for i in (1, 0)]
+DEM_DATA = os.path.join(os.environ.get("LANDFORM_DEM_DATA", ""), "jaanga_terrain_plus_srtm3")
+TILES = [os.path.join(DEM_DATA, f"N36W12{i}_srtm3_viewfinder.tif") for i in (1, 0)]
 SAMPLE = os.path.join(REPO, "resources", "sample", "boulder_frontrange_srtmgl3.tif")
 CO = ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "NUM_THREADS=2", "BIGTIFF=IF_SAFER"]
 
