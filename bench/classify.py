@@ -34,9 +34,10 @@ The wall ratio against the separate forward-only loop (0.84 and 1.99) only says 
 machine's load changed between the two parts.
 """
 import argparse
+import json
 import os
-import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,81 +102,91 @@ def random_model(path: str, backbone: str) -> str:
     return path
 
 
+PREVIOUS_DEFAULTS = {"tile_size": 1024, "overlap": 0.25, "margin": 32, "batch_size": 2}
+
+
+def run_one(dem: str, model_path: str, work: str, label: str, device: str, options: dict) -> dict:
+    """One classify run in a child process (its own peak RSS): the summary, wall and CPU seconds."""
+    code = (
+        "import json, resource, sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from landform_plugin.core.predict import classify_raster\n"
+        "a = json.loads(sys.argv[2]); t0 = time.perf_counter(); c0 = time.process_time()\n"
+        "s = classify_raster(a['dem'], a['model'], a['cls'], a['conf'], device=a['device'], **a['options'])\n"
+        "s.update(wall=time.perf_counter() - t0, cpu=time.process_time() - c0,\n"
+        "         rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)\n"
+        "print('RESULT ' + json.dumps(s, default=str))\n"
+    )
+    args = {"dem": dem, "model": model_path, "cls": os.path.join(work, f"{label}_classes.tif"),
+            "conf": os.path.join(work, f"{label}_confidence.tif"), "device": device, "options": options}
+    out = subprocess.run([sys.executable, "-c", code, REPO, json.dumps(args)], capture_output=True, text=True)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        raise SystemExit(f"{label} run failed:\n{out.stderr[-3000:]}")
+    res = json.loads(line[len("RESULT "):])
+    res.update(cls=args["cls"], conf=args["conf"])
+    return res
+
+
+def forward_once(model_path: str, device: str, cells: int, tile: int = 2048) -> float:
+    """Wall seconds of torch float32 forward passes over exactly ``cells`` cells (tiles of ``tile``^2, batch 1)."""
+    from landform_plugin.core.predict import Predictor
+
+    predictor = Predictor.from_file(model_path, device)
+    n = max(1, round(cells / (tile * tile)))
+    x = np.random.default_rng(0).normal(size=(1, 1, tile, tile)).astype(np.float32)
+    predictor.probabilities(x[:, :, :256, :256])  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n):
+        predictor.probabilities(x)
+    return (time.perf_counter() - t0) * cells / (n * tile * tile)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--pixel-size", type=float, default=30.0)
-    ap.add_argument("--tile", type=int, default=1024)
-    ap.add_argument("--overlap", type=float, default=0.25)
-    ap.add_argument("--margin", type=int, default=None)
-    ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--sample-batches", type=int, default=0,
-                    help="batches in the forward-only reference (0 = as many as the run had: all its tiles)")
+    ap.add_argument("--skip-previous", action="store_true", help="do not run the previous defaults (no speed-up line)")
     ap.add_argument("--keep", default=None, help="folder to keep the DEM and outputs in (default: a temp folder)")
     args = ap.parse_args(argv)
 
     import torch
 
-    from landform_plugin.core.nets.registry import count_parameters
-    from landform_plugin.core.predict import Predictor, classify_raster
+    from landform_plugin.core.predict import Predictor
 
     with work_folder(args.keep, "bench_classify_") as work:
         dem = os.path.join(work, f"dem_{args.size}.tif")
         t0 = time.perf_counter()
         if not os.path.exists(dem):
             make_dem(dem, args.size)
-        print(f"DEM {args.size} x {args.size} at 30 m (mosaic of real SRTM), built in {time.perf_counter() - t0:.1f} s")
+        cells = args.size * args.size
+        print(f"DEM {args.size} x {args.size} at 30 m (mosaic of real SRTM), built in {time.perf_counter() - t0:.1f} s; "
+              f"load {os.getloadavg()[0]:.2f}")
         model_path = random_model(os.path.join(work, "bench_model.safetensors"), args.backbone)
-        predictor = Predictor.from_file(model_path, args.device)
-        print(
-            f"model: random-weight FCN-{args.backbone} ({count_parameters(predictor.model) / 1e6:.1f} M parameters), "
-            f"device {predictor.device}, torch threads {torch.get_num_threads()}"
-        )
-        if args.pixel_size != 30.0:
-            print(f"NOTE: processed at {args.pixel_size:g} m, not the DEM's 30 m: resampled and warped back.")
-        outs = (os.path.join(work, "classes.tif"), os.path.join(work, "confidence.tif"))
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        s = classify_raster(
-            dem, model_path, outs[0], outs[1], pixel_size_m=args.pixel_size, tile_size=args.tile, overlap=args.overlap,
-            batch_size=args.batch, device=args.device, predictor=predictor, margin=args.margin,
-        )
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        rss_run = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        dev = Predictor.from_file(model_path, args.device).device
+        print(f"model: random-weight FCN-{args.backbone}, device {dev}, torch threads {torch.get_num_threads()}")
 
-        # forward-only reference: the same number of batches of the same shape, no I/O
-        n_in = s["tile_size"][0] + 2 * s["margin"]
-        n_all = (s["tiles"] + args.batch - 1) // args.batch
-        n_batches = min(args.sample_batches, n_all) if args.sample_batches else n_all
-        x = np.random.default_rng(0).normal(size=(args.batch, 1, n_in, n_in)).astype(np.float32)
-        predictor.forward_s = 0.0
-        c1 = time.process_time()
-        for _ in range(n_batches):
-            predictor.probabilities(x)
-        fwd_cpu = (time.process_time() - c1) * n_all / n_batches
-        fwd_wall = predictor.forward_s * n_all / n_batches
-        per_tile_run = s["forward_s"] / s["tiles"]
-
-        dem_mp = args.size * args.size / 1e6
-        print(f"tiles: {s['tiles']} of {s['tile_size'][0]} + 2 x {s['margin']} margin, overlap {args.overlap:g}, "
-              f"edge pad {s['edge_pad']}; network input {s['forward_pixels'] / 1e6:.0f} MP for "
-              f"{s['processing_size'][0] * s['processing_size'][1] / 1e6:.0f} MP processed "
-              f"({s['forward_pixels'] / (s['processing_size'][0] * s['processing_size'][1]):.2f}x)")
-        print(f"end-to-end wall: {wall:.1f} s  (read+normalise {s['read_s']:.1f} s, write blocks {s['write_s']:.1f} s, "
-              f"assemble outputs {s['assemble_s']:.1f} s; {s['blocks']} block(s))")
-        print(f"forward passes inside the run: {s['forward_s']:.1f} s ({per_tile_run:.2f} s/tile; slowed by the "
-              f"prefetch thread sharing the cores)")
-        print(f"forward-only reference: {fwd_wall:.1f} s wall, {fwd_cpu:.1f} s CPU for the run's {n_all} batches "
-              f"({n_batches} measured)")
-        print(f"OVERHEAD RATIO end-to-end / forward-only, wall: {wall / fwd_wall:.3f}   (target <= 1.15)")
-        print(f"overhead ratio end-to-end / forward-only, CPU seconds: {cpu:.1f} / {fwd_cpu:.1f} = {cpu / fwd_cpu:.3f}")
-        print(f"overhead ratio end-to-end / forward inside the run: {wall / s['forward_s']:.3f}")
-        print(f"throughput: {dem_mp / wall:.3f} MP/s of DEM ({dem_mp:.1f} MP)")
-        print(f"peak RSS: {rss_run:.2f} GB   (target < 2.5 GB)")
-        print(f"class shares: {s['class_shares']}")
+        new = run_one(dem, model_path, work, "new", args.device, {})
+        fwd = forward_once(model_path, args.device, cells)
+        old = None if args.skip_previous else run_one(dem, model_path, work, "previous", args.device, PREVIOUS_DEFAULTS)
+        for label, r in (("new defaults", new), ("previous defaults", old)):
+            if r is None:
+                continue
+            print(f"{label}: {r['tiles']} tiles of {r['tile_size'][0]} + 2 x {r['margin']} margin, "
+                  f"{r['blocks']} block(s); network input {r['forward_pixels'] / 1e6:.1f} MP for {cells / 1e6:.1f} MP; "
+                  f"wall {r['wall']:.1f} s (forward {r['forward_s']:.1f}, read {r['read_s']:.1f}, write {r['write_s']:.1f}, "
+                  f"assemble {r['assemble_s']:.1f}), CPU {r['cpu']:.1f} s, peak RSS {r['rss_gb']:.2f} GB")
+        print(f"forward-only reference: {fwd:.1f} s wall for {cells / 1e6:.1f} MP (torch float32, tiles of 2048^2, once each)")
+        print(f"NETWORK INPUT RATIO: {new['forward_pixels'] / cells:.3f}   (target <= 1.3)")
+        if old is not None:
+            print(f"SPEED-UP OVER PREVIOUS DEFAULTS: {old['wall'] / new['wall']:.3f}   (target >= 1.6; previous "
+                  f"network input ratio {old['forward_pixels'] / cells:.3f})")
+            same = (gdal.Open(new["cls"]).ReadAsArray() == gdal.Open(old["cls"]).ReadAsArray()).mean()
+            print(f"classes identical to the previous defaults on {100 * same:.3f} % of cells (random weights)")
+        print(f"RATIO TO ONE FORWARD PASS: {new['wall'] / fwd:.3f}   (target <= 1.4 with torch)")
+        print(f"PEAK RSS: {new['rss_gb']:.2f} GB   (target < 1.5)")
+        print("ENGINES: torch float32 only (no faster CPU engine is offered)")
+        print(f"throughput: {cells / 1e6 / new['wall']:.3f} MP/s of DEM; load after {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

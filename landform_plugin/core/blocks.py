@@ -351,12 +351,13 @@ class BlockFile:
         if spec.color_table:
             self.ds.GetRasterBand(1).SetRasterColorTable(_color_table(spec.color_table))
 
-    def write(self, array, y0: int = 0) -> None:
+    def write(self, array, y0: int = 0, x0: int = 0) -> None:
+        """Bands (bands, h, w) or one band (h, w) at column ``x0``, row ``y0`` of the block."""
         import numpy as np
 
         arr = array if array.ndim == 3 else array[None]
         for i in range(arr.shape[0]):
-            self.ds.GetRasterBand(i + 1).WriteArray(np.ascontiguousarray(arr[i]), 0, int(y0))
+            self.ds.GetRasterBand(i + 1).WriteArray(np.ascontiguousarray(arr[i]), int(x0), int(y0))
 
     def __enter__(self) -> "BlockFile":
         return self

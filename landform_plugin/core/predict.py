@@ -32,7 +32,6 @@ Pipeline (``classify_raster``)
    blocks by GDAL and renamed into place together on success.
 """
 import atexit
-import contextlib
 import math
 import os
 import shutil
@@ -40,7 +39,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -76,22 +75,37 @@ from .rasters import (
     require_some_data,
 )
 from .schema import add_cli_options, from_cli, option
-from .tiling import Box, TileGrid, accumulate, iter_batches, plan_tiles
+from .tiling import Box, TileGrid, accumulate, iter_batches, plan_tiles, round_up
 
 CONFIDENCE_NODATA = -1.0
 TOP_BAND_NAME = "Top-class confidence"
-# Context read around every tile and cropped from its prediction (one output stride, 32 cells):
-# with 25 % overlap and no margin, cells where two tiles' blend weights cross are only 1/8 of a
-# tile from either tile's border; measured on the tiny test model (boulder, 60 m, tile 512), the
-# probability difference to a whole-raster pass was 2.3x higher there than elsewhere; with a
-# 32-cell margin it is lower there than elsewhere, for ~28 % more network input.
-MARGIN_STRIDES = 1
-# Default tile: the paper's 1024 x 1024 crops; at 25 % overlap the blend crossover is 128 cells
-# from a tile's border. ResNet-50, 2 tiles of 1088^2 on CPU: ~1.4 GB peak RSS.
-DEFAULT_TILE = 1024
-EDGE_PAD_STRIDES = 2  # a raster smaller than a tile is one tile reaching 2 output strides past its edges
-DEFAULT_OVERLAP = 0.25
-DEFAULT_BATCH = 2
+# Tiles abut (overlap 0: every cell is predicted once, by the tile that holds it) and each is
+# predicted with DEFAULT_MARGIN cells of context on every side, cropped from its output. The margin
+# comes from the curve of bench/receptive_field.py: the bundled FCN-ResNet18 on the Boulder sample
+# (90 m, held out), windows of 384 cells predicted alone vs one whole-raster pass, by distance to the
+# window's border (cells):
+#     distance        0-8    32-48   64-96   96-128  128-160  160-192  192-256  256-384
+#     class changes % 5.5    2.6     1.1     0.34    0.058    0.0062   0.0012   0
+#     mean max |dp|   5e-2   2.7e-2  1.1e-2  3.2e-3  5.0e-4   6.1e-5   1.5e-6   1.7e-8
+# With 128 cells of context a kept cell is at least 128 cells from any cut: on a 2048 tile about
+# 1 cell in 10^4 changes class against a whole-raster pass (only the 128-192 band, 11 % of the
+# tile, changes at all), for a network input of (2048 + 256)^2 / 2048^2 = 1.27x the cells (the
+# previous default, 1024 tiles at 25 % overlap with a 32-cell margin, fed the network 2.1x).
+# A random-weight FCN-ResNet50 (BatchNorm statistics from the DEM) reaches further (0.48 % at
+# 192-256 cells): models with a wider reach need a larger MARGIN, which the parameter allows.
+DEFAULT_MARGIN = 128
+# Past the raster's own edge there is no neighbour tile to agree with, only mirrored terrain: abutting
+# tiles there take one output stride of it (32 cells) instead of the full margin, which saves 2 x 96
+# cells of network input per row and column of tiles (an 8192^2 DEM in 2048 tiles: 1.35x -> 1.29x).
+# Every abutting tiling cuts its edge tiles at the same place, so they all agree there too.
+# (Blended tiles keep the full margin: they reach past the edge by up to a tile anyway.)
+OUTER_MARGIN_STRIDES = 1
+# Default tile: 2048 cells (the model's own tile size if larger), one tile per batch: a
+# 2304^2 input of FCN-ResNet18 peaks at about 0.8 GB of activations on the CPU.
+DEFAULT_TILE = 2048
+EDGE_PAD_STRIDES = 2  # blend mode: a raster smaller than a tile is one tile reaching 2 output strides past its edges
+DEFAULT_OVERLAP = 0.0
+DEFAULT_BATCH = 1
 OUTPUT_BLOCK_CAP = 2048  # output cells per side of a resampling block (bounds its memory)
 FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a time
 
@@ -120,9 +134,11 @@ class Predictor:
     def from_file(cls, model_path: str, device: str = "auto") -> "Predictor":
         from .modelfile import load_model
 
-        dev = resolve_device(device)
+        dev = resolve_device(device)  # first: a clear MissingDependency when torch is absent
         model, spec = load_model(model_path, device=dev)
-        return cls(model, spec, dev)
+        from .nets.common import fuse_batchnorm
+
+        return cls(fuse_batchnorm(model.eval()), spec, dev)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -200,8 +216,8 @@ class ZoneModel:
         crop, or a zone's end, changes nothing but the cells it removes.
         """
         t0 = time.perf_counter()
-        m, h = self.grid.margin, self.halo
-        x0, y0, x1, y1 = tile.x0 - m, tile.y0 - m, tile.x0 + tile.width + m, tile.y0 + tile.height + m
+        (ml, mt, mr, mb), h = self.grid.margins(tile), self.halo
+        x0, y0, x1, y1 = tile.x0 - ml, tile.y0 - mt, tile.x0 + tile.width + mr, tile.y0 + tile.height + mb
         px = np.full(y1 - y0 + 2 * h, self.px)
         if self.zone.lon_range is not None:  # a UTM zone of a geographic DEM
             elev = self.reader.read((x0 - h, y0 - h, x1 + h, y1 + h), clip=False)
@@ -222,31 +238,43 @@ class ZoneModel:
         self.read_s += time.perf_counter() - t0
         return chans
 
-    def predict_box(self, box: Box, progress: Progress) -> Tuple[np.ndarray, np.ndarray]:
-        """(probabilities (C, h, w), valid (h, w)) of the lattice cells ``box``, from every tile touching it.
+    def predict_pieces(self, box: Box, progress: Progress, emit: Callable[[Box, np.ndarray, np.ndarray], None]) -> None:
+        """Probabilities of the lattice cells ``box`` from every tile touching it, handed to
+        ``emit(piece, probabilities (C, h, w), valid (h, w))`` piece by piece: each tile's share of
+        the box as soon as it is predicted when tiles abut (memory: one tile, whatever the block
+        size), the whole box once when they are blended.
 
         Inputs of the next batch are prepared in a background thread while the network runs.
         """
         tiles = self.grid.tiles_touching(box)
-        n_cls = len(self.predictor.spec["classes"])
-        h, w = box[3] - box[1], box[2] - box[0]
-        acc = np.zeros((n_cls, h, w), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        batches = list(iter_batches(tiles, self.batch))
+        c0, r0, c1, r1 = box
+        acc = wsum = None
+        if self.grid.blend:
+            acc = np.zeros((len(self.predictor.spec["classes"]), r1 - r0, c1 - c0), np.float32)
+            wsum = np.zeros((r1 - r0, c1 - c0), np.float32)
+        batches = list(iter_batches(tiles, self.batch, self.grid.margins))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-read") as pool:
+            valid = pool.submit(self.reader.read, box)
             future = pool.submit(self._inputs, batches[0]) if batches else None
+            valid = np.isfinite(valid.result())
             for i, batch in enumerate(batches):
                 progress.check()
                 x = future.result()
                 if i + 1 < len(batches):
                     future = pool.submit(self._inputs, batches[i + 1])
-                probs = self._forward(x)[: len(batch)]
+                probs = self._forward(x, self.grid.margins(batch[0]))[: len(batch)]
                 for t, p in zip(batch, probs):
-                    accumulate(acc, wsum, box, t, p, self.grid.weights(t))
+                    if acc is not None:
+                        accumulate(acc, wsum, box, t, p, self.grid.weights(t))
+                        continue
+                    tx0, ty0 = t.x0, t.y0
+                    a0, b0, a1, b1 = max(c0, tx0), max(r0, ty0), min(c1, tx0 + t.width), min(r1, ty0 + t.height)
+                    emit((a0, b0, a1, b1), p[:, b0 - ty0 : b1 - ty0, a0 - tx0 : a1 - tx0],
+                         valid[b0 - r0 : b1 - r0, a0 - c0 : a1 - c0])
                 progress.update(100.0 * (i + 1) / len(batches))
-            valid = np.isfinite(pool.submit(self.reader.read, box).result())
-        np.divide(acc, np.maximum(wsum, np.float32(1e-12)), out=acc)
-        return acc, valid
+        if acc is not None:
+            np.divide(acc, np.maximum(wsum, np.float32(1e-12)), out=acc)
+            emit(box, acc, valid)
 
     def _inputs(self, batch) -> np.ndarray:
         x = np.stack([self.tile_input(t) for t in batch])
@@ -254,12 +282,10 @@ class ZoneModel:
             x = np.concatenate([x, np.repeat(x[-1:], self.batch - len(batch), axis=0)])
         return x
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        m = self.grid.margin
+    def _forward(self, x: np.ndarray, margins: Tuple[int, int, int, int]) -> np.ndarray:
+        ml, mt, mr, mb = margins
         probs = self.predictor.probabilities(x)
-        if m:
-            probs = probs[:, :, m : probs.shape[2] - m, m : probs.shape[3] - m]
-        return probs
+        return probs[:, :, mt : probs.shape[2] - mb, ml : probs.shape[3] - mr]
 
 
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -283,6 +309,67 @@ def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarr
 
 
 # ----------------------------------------------------------------------------- the job
+
+
+class BlockWriter:
+    """Writes the pieces of one block into its block files in a background thread.
+
+    ``submit(piece, probs, valid)`` returns as soon as the previous piece is written (at most one
+    waits, so memory stays at about two pieces) while the network goes on with the next tile.
+    ``finalise``: turn probabilities into classes and confidence (``finalise``) in strips of
+    FINALISE_ROWS rows; else write the probabilities and the valid mask as they are. The files
+    are renamed into place when the block ends without an error, removed otherwise.
+    """
+
+    def __init__(self, files: Sequence[blocks_mod.BlockFile], box: Box, n_classes: int, finalise: bool):
+        self.files, self.box, self.finalise = list(files), box, finalise
+        self.counts = np.zeros(n_classes, np.int64) if finalise else None
+        self.seconds = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-write")
+        self._pending = None
+
+    def __enter__(self) -> "BlockWriter":
+        return self
+
+    def submit(self, piece: Box, probs: np.ndarray, valid: np.ndarray) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._write, piece, probs, valid)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _write(self, piece: Box, probs: np.ndarray, valid: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        x, y = piece[0] - self.box[0], piece[1] - self.box[1]
+        if not self.finalise:
+            self.files[0].write(np.concatenate([probs, valid[None].astype(np.float32)]), y, x)
+        else:
+            for r in range(0, probs.shape[1], FINALISE_ROWS):
+                cls, conf = finalise(probs[:, r : r + FINALISE_ROWS], valid[r : r + FINALISE_ROWS])
+                self.files[0].write(cls, y + r, x)
+                if len(self.files) > 1:
+                    self.files[1].write(conf, y + r, x)
+                self.counts += np.bincount(cls.ravel(), minlength=len(self.counts))[: len(self.counts)]
+        self.seconds += time.perf_counter() - t0
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        failed = exc
+        if failed is None:
+            try:
+                self._wait()
+            except BaseException as err:  # the write's own error (disk full, ...)
+                failed = err
+        self._pool.shutdown(wait=True)  # a write already running finishes before its files close
+        for f in self.files:  # renamed into place, or removed after an error
+            try:
+                f.__exit__(type(failed) if failed is not None else None, failed, None)
+            except BaseException as err:
+                failed = failed or err
+        if failed is not None and failed is not exc:
+            raise failed
+        return False
 
 
 @dataclass(frozen=True)
@@ -348,8 +435,13 @@ class ClassifyJob:
         return len(self.zones) == 1 and self.zones[0].same_grid
 
     def tile_grid(self, z: int) -> TileGrid:
-        return plan_tiles(self.zones[z].domain, self.tile, self.overlap, self.stride, self.margin,
-                          EDGE_PAD_STRIDES * self.stride)
+        outer = -1 if self.overlap > 0 else min(self.margin, OUTER_MARGIN_STRIDES * self.stride)
+        return plan_tiles(self.zones[z].domain, self.tile, self.overlap, self.stride, self.margin, self.edge_pad, outer)
+
+    @property
+    def edge_pad(self) -> int:
+        """Cells a tile reaches past the domain's edge (mirrored context there comes from the margin when cropping)."""
+        return EDGE_PAD_STRIDES * self.stride if self.overlap > 0 else 0
 
     # -- tasks
 
@@ -392,43 +484,42 @@ class ClassifyJob:
         zm = self._zone_model(state, z)
         pred = state["predictor"]
         f0, s0, r0, t0 = pred.forward_pixels, pred.forward_s, zm.read_s, time.perf_counter()
-        probs, valid = zm.predict_box(box, progress)
+        with self._block_writer(z, box, key) as writer:
+            zm.predict_pieces(box, progress, writer.submit)
         stats = {"tiles": len(zm.grid.tiles_touching(box)), "forward_pixels": pred.forward_pixels - f0,
-                 "forward_s": pred.forward_s - s0, "read_s": zm.read_s - r0, "device": str(pred.device)}
-        t1 = time.perf_counter()
+                 "forward_s": pred.forward_s - s0, "read_s": zm.read_s - r0, "device": str(pred.device),
+                 "write_s": writer.seconds, "seconds": time.perf_counter() - t0}
+        if writer.counts is not None:
+            stats["counts"] = [int(c) for c in writer.counts]
+        return stats
+
+    def _block_writer(self, z: int, box: Box, key: str) -> "BlockWriter":
+        """Where a lattice block's pieces go: the final classes and confidence when the lattice is
+        the DEM's grid, else the zone's probabilities and valid mask for the resampling stage."""
+        w, h = box[2] - box[0], box[3] - box[1]
         if self.same_grid:
             d0, e0 = self.zones[0].domain[:2]
-            win = Window(box[0] - d0, box[1] - e0, box[2] - box[0], box[3] - box[1])
-            stats.update(self._write_classes(probs, valid, win, key))
-        else:
-            spec = blocks_mod.OutputSpec(f"zone{z}", "", gdal.GDT_Float32, tuple(["p"] * (len(probs) + 1)), None)
-            stack = np.concatenate([probs, valid[None].astype(np.float32)])
-            gt = self.zones[z].lattice.geotransform(box[0], box[1])
-            blocks_mod.write_block(self._zone_block(z, key), stack, gt, self.zones[z].lattice.crs_wkt, spec)
-        stats["write_s"] = time.perf_counter() - t1
-        stats["seconds"] = time.perf_counter() - t0
-        return stats
+            win = Window(box[0] - d0, box[1] - e0, w, h)
+            return BlockWriter(self._class_files(win, key), box, len(self.classes), finalise=True)
+        n = len(self.classes) + 1
+        spec = blocks_mod.OutputSpec(f"zone{z}", "", gdal.GDT_Float32, tuple(["p"] * n), None)
+        lat = self.zones[z].lattice
+        f = blocks_mod.BlockFile(self._zone_block(z, key), w, h, n, lat.geotransform(box[0], box[1]), lat.crs_wkt, spec)
+        return BlockWriter([f], box, len(self.classes), finalise=False)
 
     def _zone_block(self, z: int, key: str) -> str:
         return blocks_mod.block_path(self.run_dir, f"zone{z}", key)
 
-    def _write_classes(self, probs, valid, win: Window, key: str) -> dict:
-        """Classes and confidence of an output window, finalised and written in strips of rows
-        (the confidence of a whole 4096^2 block at once would need ~1.5 GB more memory)."""
+    def _class_files(self, win: Window, key: str) -> List[blocks_mod.BlockFile]:
         gt = self.out.window_gt(win)
-        files = [blocks_mod.BlockFile(blocks_mod.block_path(self.run_dir, spec.key, key), win.width, win.height,
-                                      spec.bands, gt, self.out.crs_wkt, spec) for spec in self.outputs]
-        counts = np.zeros(len(self.classes), np.int64)
-        with contextlib.ExitStack() as stack:
-            for f in files:
-                stack.enter_context(f)
-            for y in range(0, win.height, FINALISE_ROWS):
-                cls, conf = finalise(probs[:, y : y + FINALISE_ROWS], valid[y : y + FINALISE_ROWS])
-                files[0].write(cls, y)
-                if len(files) > 1:
-                    files[1].write(conf, y)
-                counts += np.bincount(cls.ravel(), minlength=len(self.classes))[: len(self.classes)]
-        return {"counts": [int(c) for c in counts]}
+        return [blocks_mod.BlockFile(blocks_mod.block_path(self.run_dir, spec.key, key), win.width, win.height,
+                                     spec.bands, gt, self.out.crs_wkt, spec) for spec in self.outputs]
+
+    def _write_classes(self, probs, valid, win: Window, key: str) -> dict:
+        """Classes and confidence of an output window (the resampling stage's block)."""
+        with BlockWriter(self._class_files(win, key), (0, 0, win.width, win.height), len(self.classes), True) as w:
+            w.submit((0, 0, win.width, win.height), probs, valid)
+        return {"counts": [int(c) for c in w.counts]}
 
     def after_stage(self, tasks: Sequence[blocks_mod.Task]) -> None:
         """After the lattice blocks: one VRT per zone, read by the resampling stage."""
@@ -581,7 +672,7 @@ class ClassifyOptions:
                             maximum=0.75, advanced=True)
     margin: Optional[int] = option(
         -1, "MARGIN", "Context margin around each tile [cells, a multiple of the output stride] "
-        f"(-1 = {MARGIN_STRIDES} output stride)", kind="int", minimum=-1, maximum=1024, advanced=True)
+        f"(-1 = {DEFAULT_MARGIN})", kind="int", minimum=-1, maximum=1024, advanced=True)
     batch_size: int = option(DEFAULT_BATCH, "BATCH_SIZE", "Batch size [tiles]", minimum=1, maximum=256, advanced=True)
     device: str = option("auto", "DEVICE", "Device", choices=tuple(DEVICE_CHOICES))
     extent: Optional[Sequence[float]] = None  # Processing: an extent parameter; scripts: (xmin, ymin, xmax, ymax)
@@ -611,14 +702,14 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     tile = int(opt.tile_size) if opt.tile_size else max(DEFAULT_TILE, int(spec["tile_size"]))
     if tile % stride:
         raise LandformError(f"Tile size must be a multiple of {stride} pixels for this network; {tile} is not.")
-    margin = MARGIN_STRIDES * stride if opt.margin is None or int(opt.margin) < 0 else int(opt.margin)
+    margin = round_up(DEFAULT_MARGIN, stride) if opt.margin is None or int(opt.margin) < 0 else int(opt.margin)
     if int(opt.batch_size) < 1:
         raise LandformError("Batch size must be at least 1.")
     if int(opt.block_size) < stride:
         raise LandformError(f"The block size must be at least {stride} cells.")
     zones = tuple(processing_zones(info, px))
     for z in zones:  # validates tile, overlap and margin
-        plan_tiles(z.domain, tile, opt.overlap, stride, margin, EDGE_PAD_STRIDES * stride)
+        plan_tiles(z.domain, tile, opt.overlap, stride, margin, 0)
     outputs = _output_specs(class_out, confidence_out, spec["classes"])
     classes = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in spec["classes"])
     out = OutputGrid(info.width, info.height, tuple(info.geotransform), info.crs_wkt)
@@ -741,7 +832,7 @@ def _summary(job: ClassifyJob, stats: List[dict], wall: float) -> Dict[str, obje
         "read_s": float(sum(s.get("read_s", 0.0) for s in stats)),
         "write_s": float(sum(s.get("write_s", 0.0) for s in stats)),
         "assemble_s": job.assemble_s,
-        "edge_pad": EDGE_PAD_STRIDES * job.stride,
+        "edge_pad": job.edge_pad,
         "class_counts": {c[2]: int(counts[i]) for i, c in enumerate(job.classes)},
         "class_shares": {c[2]: (float(counts[i]) / valid_n if valid_n else 0.0) for i, c in enumerate(job.classes) if i},
     }

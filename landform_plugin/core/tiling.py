@@ -38,7 +38,7 @@ Two ways to join tiles
 """
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,6 +74,7 @@ class _Axis:
     start: int  # origin of tile 0 (0 for the anchored layout, ``lo`` for a single-tile axis)
     lo: int  # the domain along this axis
     hi: int
+    clip: Optional[Tuple[int, int]] = None  # crop mode: tiles cut to this span (the domain on the stride lattice)
 
     def first_last(self) -> Tuple[int, int]:
         k0 = (self.lo - self.size - self.start) // self.step + 1
@@ -91,7 +92,14 @@ class _Axis:
         return range(lo, hi + 1)
 
     def origin(self, k: int) -> int:
-        return self.start + k * self.step
+        a = self.start + k * self.step
+        return a if self.clip is None else max(a, self.clip[0])
+
+    def length(self, k: int) -> int:
+        a = self.start + k * self.step
+        if self.clip is None:
+            return self.size
+        return min(a + self.size, self.clip[1]) - max(a, self.clip[0])
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,15 @@ class TileGrid:
     blend: bool
     _ax: _Axis
     _ay: _Axis
+    outer_margin: int = -1  # context beyond the domain's edge (mirrored there); -1 = ``margin``
+
+    def margins(self, tile: Tile) -> Tuple[int, int, int, int]:
+        """Context cells (left, top, right, bottom) of ``tile``: ``margin`` towards other tiles,
+        ``outer_margin`` where the tile reaches the domain's edge (there is no neighbour to agree with)."""
+        outer = self.margin if self.outer_margin < 0 else self.outer_margin
+        d0, e0, d1, e1 = self.domain
+        return (outer if tile.x0 <= d0 else self.margin, outer if tile.y0 <= e0 else self.margin,
+                outer if tile.x0 + tile.width >= d1 else self.margin, outer if tile.y0 + tile.height >= e1 else self.margin)
 
     @property
     def n_tiles(self) -> int:
@@ -118,10 +135,11 @@ class TileGrid:
     def tiles_touching(self, box: Box) -> List[Tile]:
         """Tiles holding a cell of ``box`` (and of the domain), in row-major order."""
         c0, r0, c1, r1 = box
+        ax, ay = self._ax, self._ay
         return [
-            Tile(i, j, self._ax.origin(i), self._ay.origin(j), self.size_x, self.size_y)
-            for j in self._ay.touching(r0, r1)
-            for i in self._ax.touching(c0, c1)
+            Tile(i, j, ax.origin(i), ay.origin(j), ax.length(i), ay.length(j))
+            for j in ay.touching(r0, r1)
+            for i in ax.touching(c0, c1)
         ]
 
     def tiles(self) -> List[Tile]:
@@ -153,9 +171,11 @@ def _cuts(lo: int, hi: int, size: int, anchor: int) -> List[int]:
     return [lo] + list(range(first, hi, size)) + [hi]
 
 
-def plan_tiles(domain: Box, tile_size: int, overlap: float, stride: int = 32, margin: int = 0, pad: int = 0) -> TileGrid:
+def plan_tiles(domain: Box, tile_size: int, overlap: float, stride: int = 32, margin: int = 0, pad: int = 0,
+               outer_margin: int = -1) -> TileGrid:
     """Tiles of ``tile_size`` (multiple of ``stride``) anchored at global multiples of their step;
-    ``pad``: cells before and after the domain of a single-tile axis (a multiple of ``stride``)."""
+    ``pad``: cells before and after the domain of a single-tile axis (a multiple of ``stride``);
+    ``outer_margin``: context past the domain's edge (-1 = ``margin``)."""
     c0, r0, c1, r1 = domain
     if c1 <= c0 or r1 <= r0:
         raise LandformError("The raster to classify is empty.")
@@ -175,10 +195,15 @@ def plan_tiles(domain: Box, tile_size: int, overlap: float, stride: int = 32, ma
         n = round_up(hi + pad - start, stride)
         if n <= tile:  # one tile: a whole-raster pass along this axis
             return _Axis(n, n, start, lo, hi)
-        return _Axis(tile, step, 0, lo, hi)
+        # crop mode: the first and last tiles are cut to the domain (no network input is spent on
+        # cells past it); blend mode keeps whole tiles, whose Hann weights assume their full size
+        return _Axis(tile, step, 0, lo, hi, None if overlap > 0 else (start, start + n))
 
+    if outer_margin >= 0 and outer_margin % stride:
+        raise LandformError(f"The outer context margin must be a multiple of {stride} cells, not {outer_margin}.")
     ax, ay = axis(c0, c1), axis(r0, r1)
-    return TileGrid(domain, tile, ax.step, ay.step, ax.size, ay.size, int(margin), float(overlap) > 0, ax, ay)
+    return TileGrid(domain, tile, ax.step, ay.step, ax.size, ay.size, int(margin), float(overlap) > 0, ax, ay,
+                    int(outer_margin))
 
 
 def hann(n: int) -> np.ndarray:
@@ -210,6 +235,12 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, box: Box, tile: Tile, probs: n
     wsum[bs] += w
 
 
-def iter_batches(items: List, size: int) -> Iterator[List]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def iter_batches(tiles: List[Tile], size: int, margins=None) -> Iterator[List[Tile]]:
+    """Batches of at most ``size`` tiles of one shape and (``margins(tile)``) one set of margins:
+    a batch is one array, cropped alike. Groups come in order of first appearance."""
+    groups: Dict[Tuple[int, ...], List[Tile]] = {}
+    for t in tiles:
+        groups.setdefault((t.width, t.height) + tuple(margins(t) if margins else ()), []).append(t)
+    for group in groups.values():
+        for i in range(0, len(group), size):
+            yield group[i : i + size]

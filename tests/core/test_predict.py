@@ -18,7 +18,7 @@ import torch  # installed by make setup; a missing torch must fail, not skip
 from landform_plugin.core.errors import Cancelled, LandformError  # noqa: E402
 from landform_plugin.core.modelfile import make_spec, save_model  # noqa: E402
 from landform_plugin.core.nets.registry import build_model  # noqa: E402
-from landform_plugin.core.predict import CONFIDENCE_NODATA, EDGE_PAD_STRIDES, TOP_BAND_NAME, classify_raster  # noqa: E402
+from landform_plugin.core.predict import CONFIDENCE_NODATA, TOP_BAND_NAME, classify_raster  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 from landform_plugin.core.tiling import plan_tiles  # noqa: E402
 from tests.hostile import mismatched_factors_model  # noqa: E402
@@ -83,10 +83,12 @@ def check_outputs(cls_path, conf_path, dem_path, valid_mask=None):
 # ----------------------------------------------------------------------------- seams
 
 
-# (name, tile size, overlap): the algorithm's default (1024 at 25 %) and smaller tiles with more overlap.
+# (name, tile size, overlap): the default joining (abutting tiles, each with the default 128-cell
+# context margin) on tiles small enough for Boulder to need many, and Hann blending of
+# overlapping tiles (the previous default, 1024 at 25 %, and smaller tiles with more overlap).
 # Measured with tile 512 at 25 % overlap (not asserted): agreement 99.96 %, mean |dp| 5.2e-4 near
 # tile borders vs 4.0e-4 elsewhere (1.3x): smaller tiles need more overlap or margin.
-SEAM_RUNS = [("t512", 512, 0.5), ("t1024", 1024, 0.25)]
+SEAM_RUNS = [("crop256", 256, 0.0), ("t512", 512, 0.5), ("t1024", 1024, 0.25)]
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +97,12 @@ def seam_runs(dems, tmp_path_factory):
     assert os.path.isfile(TINY), "run tests/data/models/make_tiny_model.py"
     d = tmp_path_factory.mktemp("seams")
     runs = {}
-    for key, tile, overlap in SEAM_RUNS + [("whole", 2048, 0.0)]:
+    # one whole-raster pass per way of joining tiles (they differ in the mirrored context past the DEM's edge)
+    for key, tile, overlap in SEAM_RUNS + [("whole", 2048, 0.0), ("whole_blend", 2048, 0.25)]:
         s = classify_raster(dems["boulder"], TINY, str(d / f"{key}.tif"), str(d / f"{key}_p.tif"),
                             tile_size=tile, overlap=overlap, device="cpu")
         runs[key] = (s, read(str(d / f"{key}.tif"))[1], read(str(d / f"{key}_p.tif"))[1])
-    assert runs["whole"][0]["tiles"] == 1
+    assert runs["whole"][0]["tiles"] == 1 and runs["whole_blend"][0]["tiles"] == 1
     return runs
 
 
@@ -109,11 +112,11 @@ def _seam_mask(zone, plan):
     h, w = zone.height, zone.width
     near = np.zeros((h, w), bool)
     tiles = plan.tiles()
-    for starts, tile, size, axis, origin in ((sorted({t.x0 for t in tiles}), plan.size_x, w, 1, zone.domain[0]),
-                                             (sorted({t.y0 for t in tiles}), plan.size_y, h, 0, zone.domain[1])):
+    for spans, size, axis, origin in ((sorted({(t.x0, t.width) for t in tiles}), w, 1, zone.domain[0]),
+                                      (sorted({(t.y0, t.height) for t in tiles}), h, 0, zone.domain[1])):
         lines = []
-        for a, b in zip(starts[:-1], starts[1:]):
-            lines += [b - origin, a + tile - origin, (b + a + tile) // 2 - origin]
+        for (a, n), (b, _) in zip(spans[:-1], spans[1:]):
+            lines += [b - origin, a + n - origin, (b + a + n) // 2 - origin]
         for e in lines:
             if 8 <= e < size - 8:
                 if axis == 1:
@@ -125,12 +128,14 @@ def _seam_mask(zone, plan):
 
 @pytest.mark.slow
 def test_tile_sizes_agree_with_each_other_and_with_a_whole_pass(seam_runs):
-    c512, c1024, cwhole = seam_runs["t512"][1], seam_runs["t1024"][1], seam_runs["whole"][1]
+    c256, c512, c1024, cwhole, cblend = (seam_runs[k][1] for k in ("crop256", "t512", "t1024", "whole", "whole_blend"))
+    assert seam_runs["crop256"][0]["tiles"] >= 16
     assert seam_runs["t512"][0]["tiles"] >= 9 and seam_runs["t1024"][0]["tiles"] >= 4
     classes_present = np.unique(cwhole)
     assert {1, 3, 4} <= set(classes_present.tolist())  # the model follows the terrain
-    a1, a2, a3 = (c512 == c1024).mean(), (c512 == cwhole).mean(), (c1024 == cwhole).mean()
-    print(f"agreement 512/1024 {a1:.4f}, 512/whole {a2:.4f}, 1024/whole {a3:.4f}")
+    a0, a1, a2, a3 = (c256 == cwhole).mean(), (c512 == c1024).mean(), (c512 == cblend).mean(), (c1024 == cblend).mean()
+    print(f"agreement crop256/whole {a0:.5f}, 512/1024 {a1:.4f}, 512/whole {a2:.4f}, 1024/whole {a3:.4f}")
+    assert a0 >= 0.999  # the default joining: at least as close to a whole pass as blending was
     assert a1 >= 0.995 and a2 >= 0.995 and a3 >= 0.995
 
 
@@ -139,24 +144,31 @@ def test_probabilities_near_tile_borders_differ_no_more_than_elsewhere(seam_runs
     """|p(tiled) - p(whole)| within 8 cells of tile edges vs everywhere else, on the DEM grid.
 
     Tile edges are mapped from the processing lattice (UTM, 60 m) to the DEM grid by
-    warping a mask raster with the same machinery as the outputs.
+    warping a mask raster with the same machinery as the outputs. Blending: no larger near
+    the borders than elsewhere. Abutting tiles (the default): a kept cell is at least the
+    margin from any cut, where the network's reach has faded to below 1e-3 (measured 9e-5 near
+    borders, 1e-5 elsewhere): under half a step of the Byte confidence (1/250), so invisible
+    in any output.
     """
     from landform_plugin.core.grid import processing_zones
     from landform_plugin.core.rasters import open_raster
 
-    pwhole = seam_runs["whole"][2][:5]
     _, info = open_raster(dems["boulder"])
     for key, tile, overlap in SEAM_RUNS:
         s, _, p = seam_runs[key]
+        pwhole = seam_runs["whole_blend" if overlap > 0 else "whole"][2][:5]
         (zone,) = processing_zones(info, s["pixel_size_m"])
         assert (zone.width, zone.height) == tuple(s["processing_size"])
-        plan = plan_tiles(zone.domain, tile, overlap, 32, s["margin"], EDGE_PAD_STRIDES * 32)
+        plan = plan_tiles(zone.domain, tile, overlap, 32, s["margin"], s["edge_pad"])
         near = _to_dem_grid(_seam_mask(zone, plan), zone, info)
         diff = np.abs(p[:5] - pwhole).max(axis=0)
         near_mean, else_mean = diff[near].mean(), diff[~near].mean()
         print(f"{key}: mean |dp| near tile borders {near_mean:.5f}, elsewhere {else_mean:.5f}, share near {near.mean():.3f}")
         assert near.mean() > 0.05
-        assert near_mean <= else_mean
+        if overlap > 0:
+            assert near_mean <= max(else_mean, 1e-6)  # 1e-6: float32 noise, when both are at it
+        else:
+            assert near_mean < 1e-3 and np.quantile(diff[near], 0.999) < 2e-3
 
 
 def _to_dem_grid(mask_proc, zone, info):

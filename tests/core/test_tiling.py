@@ -17,17 +17,23 @@ def test_plan_covers_raster_with_stride_aligned_offsets(size, tile, overlap, pad
     plan = plan_tiles(domain, tile, overlap, 32, 0, pad)
     tiles = plan.tiles()
     assert plan.size_x % 32 == 0 and plan.size_y % 32 == 0 and len(tiles) == plan.n_tiles
-    xs = sorted({t.x0 for t in tiles})
-    ys = sorted({t.y0 for t in tiles})
-    assert all(x % 32 == 0 for x in xs + ys)  # every tile on the global stride lattice
+    xs = sorted({(t.x0, t.width) for t in tiles})
+    ys = sorted({(t.y0, t.height) for t in tiles})
+    assert all(x % 32 == 0 and n % 32 == 0 and n > 0 for x, n in xs + ys)  # every tile on the global stride lattice
     if w + 2 * pad + 31 <= tile:  # smaller than one tile: one whole-raster pass, at least pad cells past it
-        assert len(xs) == 1 and xs[0] <= domain[0] - pad and xs[0] + plan.size_x >= domain[2] + pad
+        assert len(xs) == 1 and xs[0][0] <= domain[0] - pad and sum(xs[0]) >= domain[2] + pad
     elif w + 2 * pad > tile:  # anchored on the lattice: origins are global multiples of the step
-        assert all(x % plan.step_x == 0 for x in xs)
-    assert xs[0] <= domain[0] and ys[0] <= domain[1]
-    assert xs[-1] + plan.size_x >= domain[2] and ys[-1] + plan.size_y >= domain[3]
-    assert xs[-1] < domain[2] and ys[-1] < domain[3]  # every tile holds raster cells
-    assert (np.diff(xs) <= plan.size_x).all()  # no gaps
+        assert all(x % plan.step_x == 0 for x, _ in xs[1:])
+        if overlap == 0:  # crop mode: the end tiles are cut to the domain (plus pad, on the stride lattice)
+            assert domain[0] - pad - 32 < xs[0][0] <= domain[0] and sum(xs[-1]) < domain[2] + pad + 32
+        else:
+            assert xs[0][0] % plan.step_x == 0 and all(n == tile for _, n in xs)
+    assert xs[0][0] <= domain[0] and ys[0][0] <= domain[1]
+    assert sum(xs[-1]) >= domain[2] and sum(ys[-1]) >= domain[3]
+    assert xs[-1][0] < domain[2] and ys[-1][0] < domain[3]  # every tile holds raster cells
+    assert all(b[0] <= a[0] + a[1] for a, b in zip(xs[:-1], xs[1:]))  # no gaps
+    if overlap == 0:  # crop mode: tiles abut, no cell is predicted twice
+        assert all(b[0] == a[0] + a[1] for a, b in zip(xs[:-1], xs[1:]))
 
 
 def test_plan_refuses_bad_values():
