@@ -61,6 +61,7 @@ class OutputSpec:
     nodata: Optional[float]
     color_table: Optional[Tuple[Tuple[int, Tuple[int, int, int], str], ...]] = None
     overview_resampling: str = "NEAREST"
+    scale: Optional[float] = None  # value = stored * scale (GDAL band scale, offset 0), shown unscaled by QGIS
 
     @property
     def bands(self) -> int:
@@ -334,7 +335,7 @@ class BlockFile:
 
     def __init__(self, path: str, width: int, height: int, bands: int, geotransform, crs_wkt: str, spec: OutputSpec):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.path = path
+        self.path, self.spec = path, spec
         self.tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial.tif"
         opts = BLOCK_OPTIONS + (["INTERLEAVE=BAND"] if bands > 1 else [])
         gdal.ErrorReset()
@@ -358,6 +359,11 @@ class BlockFile:
         arr = array if array.ndim == 3 else array[None]
         for i in range(arr.shape[0]):
             self.ds.GetRasterBand(i + 1).WriteArray(np.ascontiguousarray(arr[i]), int(x0), int(y0))
+
+    def flush(self) -> None:
+        """Write what GDAL's block cache holds of this file and drop it from the cache (whose
+        default size, 5 % of the RAM, a block's confidence bands would otherwise fill)."""
+        self.ds.FlushCache()
 
     def __enter__(self) -> "BlockFile":
         return self
@@ -416,6 +422,9 @@ def _block_vrt(spec: OutputSpec, files: List[str], grid, run_dir: str):
         b.SetDescription(name)
         if spec.nodata is not None:
             b.SetNoDataValue(float(spec.nodata))
+        if spec.scale is not None:
+            b.SetScale(float(spec.scale))
+            b.SetOffset(0.0)
     if spec.color_table:
         names = [""] * (max(c for c, _, _ in spec.color_table) + 1)
         for code, _, name in spec.color_table:

@@ -78,6 +78,11 @@ from .schema import add_cli_options, from_cli, option
 from .tiling import Box, TileGrid, accumulate, iter_batches, plan_tiles, round_up
 
 CONFIDENCE_NODATA = -1.0
+# Byte confidence (option): probability p stored as round(250 p), NoData 255, band scale 1/250 so
+# QGIS and GDAL (with unscaling) read 0-1 again; at most 0.002 from the float value, a quarter of
+# the float raster's size and write time.
+BYTE_STEPS = 250
+BYTE_NODATA = 255
 TOP_BAND_NAME = "Top-class confidence"
 # Tiles abut (overlap 0: every cell is predicted once, by the tile that holds it) and each is
 # predicted with DEFAULT_MARGIN cells of context on every side, cropped from its output. The margin
@@ -288,6 +293,13 @@ class ZoneModel:
         return probs[:, :, mt : probs.shape[2] - mb, ml : probs.shape[3] - mr]
 
 
+def confidence_to_byte(conf: np.ndarray) -> np.ndarray:
+    """Float confidence (NoData CONFIDENCE_NODATA) as Byte: round(BYTE_STEPS * p), NoData BYTE_NODATA."""
+    out = np.rint(np.clip(conf, 0.0, 1.0) * BYTE_STEPS).astype(np.uint8)
+    out[conf == CONFIDENCE_NODATA] = BYTE_NODATA
+    return out
+
+
 def finalise(probs: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(classes uint8 (h,w), confidence float32 (C+1,h,w)) from probabilities and the DEM's valid mask.
 
@@ -350,8 +362,11 @@ class BlockWriter:
                 cls, conf = finalise(probs[:, r : r + FINALISE_ROWS], valid[r : r + FINALISE_ROWS])
                 self.files[0].write(cls, y + r, x)
                 if len(self.files) > 1:
-                    self.files[1].write(conf, y + r, x)
+                    as_byte = self.files[1].spec.data_type == gdal.GDT_Byte
+                    self.files[1].write(confidence_to_byte(conf) if as_byte else conf, y + r, x)
                 self.counts += np.bincount(cls.ravel(), minlength=len(self.counts))[: len(self.counts)]
+        for f in self.files:
+            f.flush()
         self.seconds += time.perf_counter() - t0
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -679,6 +694,9 @@ class ClassifyOptions:
     block_size: int = option(blocks_mod.DEFAULT_BLOCK_SIZE, "BLOCK_SIZE", "Block size [cells], the unit of work",
                              minimum=64, maximum=65536, advanced=True, cli=False)
     cog: bool = option(False, "COG", "Write Cloud Optimized GeoTIFFs (with overviews)", advanced=True, cli=False)
+    confidence_byte: bool = option(
+        False, "CONFIDENCE_BYTE", f"Confidence as Byte (0-{BYTE_STEPS} = probability 0-1, NoData {BYTE_NODATA}; "
+        "a quarter of the size)", advanced=True, flag="--confidence-byte")
 
 
 def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optional[str], spec: dict,
@@ -710,20 +728,25 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     zones = tuple(processing_zones(info, px))
     for z in zones:  # validates tile, overlap and margin
         plan_tiles(z.domain, tile, opt.overlap, stride, margin, 0)
-    outputs = _output_specs(class_out, confidence_out, spec["classes"])
+    outputs = _output_specs(class_out, confidence_out, spec["classes"], bool(opt.confidence_byte))
     classes = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in spec["classes"])
     out = OutputGrid(info.width, info.height, tuple(info.geotransform), info.crs_wkt)
     return ClassifyJob(dem, opt.band, info, model_path, opt.device, classes, px, tile, float(opt.overlap), margin, stride,
                        int(opt.batch_size), int(opt.block_size), zones, out, outputs, run_dir, fp, bool(opt.cog))
 
 
-def _output_specs(class_out: str, confidence_out: Optional[str], classes: list) -> Tuple[blocks_mod.OutputSpec, ...]:
+def _output_specs(class_out: str, confidence_out: Optional[str], classes: list,
+                  confidence_byte: bool = False) -> Tuple[blocks_mod.OutputSpec, ...]:
     table = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in classes)
     specs = [blocks_mod.OutputSpec("classes", class_out, gdal.GDT_Byte, ("Landform class",), 0, table)]
     if confidence_out:
         names = tuple(f"{c['name']} probability" for c in classes) + (TOP_BAND_NAME,)
-        specs.append(blocks_mod.OutputSpec("confidence", confidence_out, gdal.GDT_Float32, names, CONFIDENCE_NODATA,
-                                           overview_resampling="AVERAGE"))
+        if confidence_byte:
+            specs.append(blocks_mod.OutputSpec("confidence", confidence_out, gdal.GDT_Byte, names, BYTE_NODATA,
+                                               overview_resampling="AVERAGE", scale=1.0 / BYTE_STEPS))
+        else:
+            specs.append(blocks_mod.OutputSpec("confidence", confidence_out, gdal.GDT_Float32, names,
+                                               CONFIDENCE_NODATA, overview_resampling="AVERAGE"))
     return tuple(specs)
 
 
@@ -746,13 +769,15 @@ def classify_raster(
     engine=None,
     cog: bool = False,
     keep_run_on_error: bool = False,
+    confidence_byte: bool = False,
 ) -> Dict[str, object]:
     """Classify ``dem_path`` (a path, or a list of DEM files to mosaic) with ``model_path``.
 
     ``engine``: None = every block in this process; else a ``blocks.DaskEngine``. See the module
     docstring. Returns a summary dict.
     """
-    opt = ClassifyOptions(band, pixel_size_m, tile_size, overlap, margin, batch_size, device, extent, block_size, cog)
+    opt = ClassifyOptions(band, pixel_size_m, tile_size, overlap, margin, batch_size, device, extent, block_size, cog,
+                          confidence_byte)
     return classify(dem_path, model_path, class_out, confidence_out, opt, progress, predictor, engine, keep_run_on_error)
 
 

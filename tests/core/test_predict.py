@@ -208,6 +208,39 @@ def test_projected_dem_resampled_and_brought_back(dems, random_model, tmp_path):
     check_outputs(c, p, dems["bigtujunga"])
 
 
+def test_byte_confidence_is_the_float_confidence_to_within_half_a_step(dems, tmp_path):
+    """--confidence-byte: round(250 p) with scale 1/250 and NoData 255; classes unchanged. On the
+    tiny trained model (real probabilities, not a random network's near-uniform ones), with
+    NoData cells cut into the DEM."""
+    src = str(tmp_path / "holes.tif")
+    gdal.Translate(src, dems["bigtujunga"])
+    ds = gdal.Open(src, gdal.GA_Update)
+    a = ds.GetRasterBand(1).ReadAsArray()
+    a[100:160, 300:420] = -9999.0
+    ds.GetRasterBand(1).SetNoDataValue(-9999.0)
+    ds.GetRasterBand(1).WriteArray(a)
+    ds = None
+    runs = {}
+    for key, as_byte in (("float", False), ("byte", True)):
+        c, p = str(tmp_path / f"{key}_c.tif"), str(tmp_path / f"{key}_p.tif")
+        classify_raster(src, TINY, c, p, tile_size=256, device="cpu", confidence_byte=as_byte)
+        runs[key] = (read(c)[1], gdal.Open(p))
+    (cf, pf), (cb, pb) = runs["float"], runs["byte"]
+    assert (cf == cb).all()
+    band = pb.GetRasterBand(1)
+    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 255
+    assert band.GetScale() == pytest.approx(1 / 250) and band.GetOffset() == 0
+    assert pb.GetRasterBand(6).GetDescription() == pf.GetRasterBand(6).GetDescription()
+    raw, fl = pb.ReadAsArray(), pf.ReadAsArray()
+    nodata = fl == CONFIDENCE_NODATA
+    assert nodata[0].sum() >= 60 * 120 and ((raw == 255) == nodata).all()
+    assert np.abs(raw[~nodata] / 250.0 - fl[~nodata]).max() <= 0.002 + 1e-6
+    assert len(np.unique(raw[~nodata])) > 100  # real probabilities, spread over the range
+    unscaled = gdal.Translate("", p, format="MEM", unscale=True, outputType=gdal.GDT_Float32).ReadAsArray()
+    assert np.abs(unscaled[~nodata] - fl[~nodata]).max() <= 0.002 + 1e-6  # what GDAL and QGIS show
+    assert os.path.getsize(str(tmp_path / "byte_p.tif")) < 0.5 * os.path.getsize(str(tmp_path / "float_p.tif"))
+
+
 def test_geographic_dem_odd_size(dems, random_model, tmp_path):
     # fortworth: EPSG:4326, 367 x 359 (odd); a 101 x 77 odd cut of it too
     for src in (dems["fortworth"], str(tmp_path / "cut.tif")):
