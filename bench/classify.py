@@ -1,37 +1,29 @@
-"""Tiled inference cost: end-to-end classify_raster against the network's forward passes alone.
+"""Tiled inference cost: the defaults against the previous defaults and against one forward pass.
 
-    nice -n 10 .venv/bin/python bench/classify.py [--size 8192] [--backbone resnet18]
-        [--pixel-size 30] [--tile 1024] [--overlap 0.25] [--batch 2] [--device auto]
+    .venv/bin/python bench/classify.py [--size 8192] [--backbone resnet18] [--device auto] [--skip-previous]
 
 DEM: a --size x --size GeoTIFF at 30 m in UTM 11N, mosaicked from the real
 Big Tujunga SRTM 30 m DEM (tests/data/topotoolbox_dems) with alternate copies
 mirrored so the terrain is continuous (real relief everywhere, no seams in the
 data), written block by block into a temporary folder.
-Model: a random-weight FCN-ResNet (--backbone, 1 channel, decoder 256) saved as
-a model file with pixel_size_m 30, so by default the DEM is processed on its
-own grid (no resampling). Random weights cost exactly what trained ones do.
-With --pixel-size other than 30 the DEM is resampled to it and the results
-warped back (the printout says so).
+Model: a random-weight FCN-ResNet (--backbone, 1 channel) saved as a model file
+with pixel_size_m 30, so the DEM is processed on its own grid (no resampling).
+Random weights cost exactly what trained ones do.
 
-Printed:
-- end-to-end wall time of classify_raster (reading, normalisation, forward,
-  blending, writing the class + 6-band confidence GeoTIFFs);
-- forward time: the sum of the model calls inside that run on exactly its tiles
-  (Predictor.forward_s), and a separate forward-only loop over a sample of
-  the same tile batches (random inputs of the same shape) as a cross-check;
-- overhead ratio = end-to-end / forward (target <= 1.15 at 25 % overlap);
-- megapixels per second of DEM; tiles and network input pixels vs DEM pixels;
-- peak RSS of the process (target < 2.5 GB on CPU).
+Each classification runs in a child process (its own peak RSS), with the class and
+the float32 confidence raster written:
+- new defaults: abutting 2048 tiles, 128-cell context margin, batch 1;
+- previous defaults: 1024 tiles at 25 % overlap (Hann blending), 32-cell margin, batch 2;
+- a forward-only reference in this process: torch float32 over exactly the DEM's
+  cells once (random 2048^2 inputs, batch 1, no margin, no I/O).
 
-Measured 2026-11-27 (2 shared CPU cores, 4 people working: wall times move with
-the others' load, so CPU seconds are the steadier figure), 8192^2 at 30 m, FCN-ResNet18,
-tile 1024 + 32 margin, 25 % overlap, batch 2: 121 tiles, 143 MP network input for 67 MP.
-  quiet run:  end-to-end 186 s, forward in run 167 s (ratio 1.11), CPU s 340 vs forward-only
-              312 (1.09), 0.36 MP/s, peak RSS 2.44 GB
-  loaded run: end-to-end 387 s, forward in run 359 s (1.08), CPU s 382 vs 317 (1.21),
-              0.17 MP/s, peak RSS 2.37 GB
-The wall ratio against the separate forward-only loop (0.84 and 1.99) only says how the
-machine's load changed between the two parts.
+Printed, one figure per line with its label in capitals:
+  NETWORK INPUT RATIO              network input cells / DEM cells (target <= 1.3)
+  SPEED-UP OVER PREVIOUS DEFAULTS  wall time previous / new (target >= 1.6)
+  RATIO TO ONE FORWARD PASS        wall time new / forward-only reference (target <= 1.4)
+  PEAK RSS                         GB, the new defaults' process (target < 1.5)
+  ENGINES                          the CPU engines offered besides torch float32
+Wall times move with the machine's load: run it alone (the load is printed).
 """
 import argparse
 import json

@@ -11,7 +11,8 @@ exactly what trained ones do.
 Both runs are the command line (``python -m landform_plugin.core classify``) in a child process:
 (a) every block in that process (torch with all cores), (b) ``--local-workers 2`` (a local
 cluster, workers of 1 thread). On one machine (b) cannot be faster; it measures what the block
-decomposition and the scheduling cost: tiles recomputed at block borders, the cluster's own
+decomposition and the scheduling cost (tiles recomputed at block borders when tiles are blended;
+none with the default abutting tiles), the cluster's own
 processes, the assembly. The process tree is sampled every 0.2 s (psutil): CPU seconds per
 process (its own, last value seen; a process's reaped children are not added to it, they are
 sampled themselves) and peak RSS per process.

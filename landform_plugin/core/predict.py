@@ -9,21 +9,25 @@ Pipeline (``classify_raster``)
    lattice fixed on the Earth (UTM zones for geographic DEMs, the DEM's own
    CRS for projected ones), so a cell's class does not depend on the file's
    extent or on how a country was cut into tiles.
-3. Tiles (``core.tiling``) anchored to that lattice: each tile is predicted
-   with ``margin`` cells of context (cropped from its output) and the input
+3. Tiles (``core.tiling``) anchored to that lattice: by default they abut and
+   each is predicted with ``margin`` cells of context (cropped from its output;
+   the margin is the network's measured reach, see DEFAULT_MARGIN) and the input
    halo its factors and normalisation need (``inputs.halo_pixels``), so a
    cell's input never depends on the tile or the block. Tiles run in batches
-   of a fixed size (the last one padded) with ``model.eval()`` and
-   ``torch.inference_mode`` (autocast bf16/fp16 on CUDA).
+   of a fixed size and shape (the last one padded) with ``model.eval()``,
+   BatchNorm folded into the convolutions and ``torch.inference_mode``
+   (autocast bf16/fp16 on CUDA).
 4. Blocks (``core.blocks``): the lattice is cut into blocks of whole tiles;
    each block is one task (in this process or on a Dask cluster) that writes
    its probabilities as a GeoTIFF in the run folder. When the lattice is the
-   DEM's own grid the block writes the final classes and confidence directly;
+   DEM's own grid the block writes the final classes and confidence directly,
+   tile by tile in a background thread while the network runs the next one;
    otherwise a second stage brings the probabilities back onto the DEM grid
    block by block (bilinear, renormalised over valid lattice cells; zones
    blended by longitude) and turns them into classes there.
 5. Outputs: class raster (Byte, NoData 0, colour table and category names)
-   and confidence raster (Float32, NoData -1; one band per class with its
+   and confidence raster (Float32, NoData -1, or Byte 0-250 with NoData 255
+   and scale 1/250 with ``confidence_byte``; one band per class with its
    softmax probability, named after the class, plus "Top-class confidence",
    the probability of the class written to the class raster). DEM NoData ->
    class 0 and NoData confidence. Classes are the argmax over the landform
@@ -683,8 +687,9 @@ class ClassifyOptions:
     tile_size: Optional[int] = option(
         None, "TILE_SIZE", f"Tile size [cells, a multiple of the network's output stride] (0 = {DEFAULT_TILE} "
         "or the model's own, if larger)", kind="int", minimum=0, maximum=8192, zero_means_none=True, advanced=True)
-    overlap: float = option(DEFAULT_OVERLAP, "OVERLAP", "Tile overlap [fraction of the tile]", minimum=0.0,
-                            maximum=0.75, advanced=True)
+    overlap: float = option(DEFAULT_OVERLAP, "OVERLAP", "Tile overlap [fraction of the tile; 0 = abutting tiles, "
+                            "each cell predicted once; > 0 = Hann-blended tiles]", minimum=0.0, maximum=0.75,
+                            advanced=True)
     margin: Optional[int] = option(
         -1, "MARGIN", "Context margin around each tile [cells, a multiple of the output stride] "
         f"(-1 = {DEFAULT_MARGIN})", kind="int", minimum=-1, maximum=1024, advanced=True)

@@ -27,8 +27,12 @@ Two ways to join tiles
 ----------------------
 - ``overlap == 0`` (*crop*): tiles abut; every cell takes the prediction of
   the one tile that holds it, made with ``margin`` cells of context beyond the
-  tile on each side. No cell is predicted twice: a block of whole tiles costs
-  exactly its own tiles, which is what makes blocks cheap to distribute.
+  tile on each side (``outer_margin`` past the domain's edge, where there is no
+  neighbour). No cell is predicted twice: a block of whole tiles costs
+  exactly its own tiles, which is what makes blocks cheap to distribute. The
+  first and last tiles of each row and column are cut to the domain (on the
+  stride lattice), so no network input is spent past it; every crop-mode
+  tiling cuts them at the same place.
 - ``overlap > 0`` (*blend*): tiles overlap by that fraction and their softmax
   probabilities are averaged with weight ``w(x) * w(y)``, ``w`` a Hann window
   ``sin^2(pi (i + 0.5) / n)`` (Pielawski & Wahlby 2020 found it best among
