@@ -49,7 +49,6 @@ COG_OPTIONS = ["COMPRESS=ZSTD", "LEVEL=1", "BLOCKSIZE=512", "BIGTIFF=IF_SAFER", 
 BLOCK_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER"]
 WAIT_POLL_S = 0.5  # how often the client looks for finished blocks and for a cancel
 ASSEMBLY_CACHE_BYTES = 128 << 20  # GDAL block cache while outputs are assembled
-RUN_CACHE_BYTES = 256 << 20  # GDAL block cache while a job runs (in its process and on its workers)
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so every freed heap array goes back
 # to the OS and the next one page-faults in again; measured on a 4096^2 DEM, 2 workers of 1 thread:
 # total CPU seconds 261 -> 242 with 256 MiB (one process: 230).
@@ -142,9 +141,7 @@ def execute(job, task: Task, progress: Optional[Progress] = None) -> dict:
 
 def execute_on_worker(job, task: Task) -> dict:
     """``execute`` on a Dask worker, whose allocator Dask's nanny set up for small objects."""
-    _mallopt("worker", M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
-    if gdal.GetCacheMax() > RUN_CACHE_BYTES:
-        gdal.SetCacheMax(RUN_CACHE_BYTES)  # see run_job
+    _mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
     return execute(job, task)
 
 
@@ -152,11 +149,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _MALLOPT_DONE = set()
 
 
-def _mallopt(key: str, param: int, value: int) -> None:
+def _mallopt(param: int, value: int) -> None:
     """glibc ``mallopt(param, value)`` once per process (nothing elsewhere: macOS, Windows, musl)."""
-    if key in _MALLOPT_DONE:
+    if param in _MALLOPT_DONE:
         return
-    _MALLOPT_DONE.add(key)
+    _MALLOPT_DONE.add(param)
     try:
         ctypes.CDLL("libc.so.6").mallopt(param, value)
     except (OSError, AttributeError):
@@ -171,7 +168,7 @@ def settle_allocator() -> None:
     from per-thread heaps that fragment and keep their peak. Measured on a 4096^2 DEM (one process,
     2048 tiles): peak RSS 2.17 -> 1.85 GB.
     """
-    _mallopt("mmap", M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 # ----------------------------------------------------------------------------- engines
@@ -293,13 +290,7 @@ def run_job(job, engine, progress: Optional[Progress] = None, keep_run_on_error:
     removed unless ``keep_run_on_error`` (the command line keeps it, so the same
     command resumes); no final output is written either way.
     """
-    # Every input block is read once: GDAL's block cache (5 % of the RAM by default) only grows. A
-    # mosaic VRT keeps its source files' blocks there even after a flush of the VRT itself.
-    with _gdal_cache_at_most(RUN_CACHE_BYTES):
-        return _run_job(job, engine, progress or Progress(), keep_run_on_error)
-
-
-def _run_job(job, engine, progress: Progress, keep_run_on_error: bool) -> List[dict]:
+    progress = progress or Progress()
     run = RunFolder(job.run_dir, job.fingerprint, progress)
     stats: Dict[str, dict] = {}
     try:
