@@ -2,6 +2,8 @@
 
     nice -n 10 .venv/bin/python tools/train_default_model.py            # everything
     .venv/bin/python tools/train_default_model.py --stage prepare        # data only
+    nice -n 10 .venv/bin/python tools/train_default_model.py --robust --init CLEAN.safetensors \
+        --work build/robust_model                                         # the robust recipe
 
 Stages (each reuses the project's own code; nothing here is a second copy):
 
@@ -19,6 +21,10 @@ Stages (each reuses the project's own code; nothing here is a second copy):
    the validation chips re-scored in eval mode, the spec's tile size set to
    INFERENCE_TILE, weights stored as float16 (core.modelfile loads them into the
    float32 network; the file stays well under 50 MB).
+
+The robust recipe (``--robust``) adds ROBUST_COPIES perturbed copies of each training DEM
+(core.perturb: noise, smooth error fields, voids, crops; labels from the clean DEM) to the
+chips and fine-tunes a clean model (``--init``, trained by the plain recipe) on them.
 
 Held-out DEMs (HOLDOUT_DEMS) never enter chips; bench/accuracy.py scores the
 model on them. Everything is written under --work (default build/default_model).
@@ -98,6 +104,13 @@ TRAIN_ARGS = dict(
 )
 
 
+# The robust recipe: perturbed copies of every training DEM (core.perturb: noise, smooth error
+# fields, voids, crops; labels from the clean DEM) added to the clean chips, and the clean model
+# fine-tuned on them (its weights as the start; a lower learning rate, a few epochs).
+ROBUST_COPIES = 2
+FINETUNE_ARGS = dict(TRAIN_ARGS, lr=3e-4, epochs=5)
+
+
 def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M) -> str:
     """Write the DEM on its processing lattice at ``pixel_size_m`` (core.grid, through
     core.chips.chip_grid: the cells classification predicts) to ``dst_path`` (float32, NaN NoData)."""
@@ -110,9 +123,11 @@ def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M
     return dst_path
 
 
-def prepare(work: str, data: str, log=print) -> dict:
-    """Warp, label and chip; returns a summary (also written to work/prepare.json)."""
-    summary = {"pixel_size_m": PIXEL_SIZE_M, "chip_size": CHIP_SIZE, "factors": FACTORS, "dems": {}}
+def prepare(work: str, data: str, log=print, robust_copies: int = 0) -> dict:
+    """Warp, label and chip (with ``robust_copies`` perturbed copies of each training DEM);
+    returns a summary (also written to work/prepare.json)."""
+    summary = {"pixel_size_m": PIXEL_SIZE_M, "chip_size": CHIP_SIZE, "factors": FACTORS, "dems": {},
+               "robust_copies": robust_copies}
     for group, dems in (("train", TRAIN_DEMS), ("holdout", HOLDOUT_DEMS)):
         for name, rel in dems.items():
             src = os.path.join(data, rel)
@@ -145,7 +160,9 @@ def prepare(work: str, data: str, log=print) -> dict:
                 continue
             out = os.path.join(work, "chip_parts", f"{name}_{tag}")
             cfg = chips.ChipConfig(dems=[dem], labels=d["labels"], out_dir=out, factors=FACTORS,
-                                   chip_size=CHIP_SIZE, strategy="original", min_labelled=0.5)
+                                   chip_size=CHIP_SIZE, strategy="original", min_labelled=0.5,
+                                   robust_copies=robust_copies if tag == "a" else 0,
+                                   seed=list(TRAIN_DEMS).index(name))
             m = chips.export_chips(cfg)
             log(f"{name}_{tag}: {len(m['chips'])} chips")
             parts.append(out)
@@ -189,14 +206,15 @@ def merge_chip_folders(parts, out_dir: str) -> dict:
     return merged
 
 
-def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False):
+def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False, init=None):
+    """Train from scratch, or fine-tune the model file ``init`` (the robust recipe)."""
     from landform_plugin.core import train
 
-    args = dict(TRAIN_ARGS)
+    args = dict(FINETUNE_ARGS if init else TRAIN_ARGS)
     if epochs:
         args["epochs"] = int(epochs)
     cfg = train.TrainConfig(chips=os.path.join(work, "chips"), out=os.path.join(work, "model_fp32.safetensors"),
-                            max_minutes=minutes, resume="auto" if resume else None, **args)
+                            max_minutes=minutes, resume="auto" if resume else None, init_model=init, **args)
     res = train.train(cfg, Progress(log=log))
     return res
 
@@ -220,7 +238,7 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     return model, spec, scores
 
 
-def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
+def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = False) -> str:
     """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst``."""
     import torch
 
@@ -235,8 +253,13 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print) -> str:
                      "not a human landform map",
         train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
         data_grid=f"each DEM on its {PIXEL_SIZE_M:g} m processing lattice (core.grid)",
-        command="nice -n 10 .venv/bin/python tools/train_default_model.py",
+        command="nice -n 10 .venv/bin/python tools/train_default_model.py" + (" --robust" if robust else ""),
     )
+    if robust:
+        spec["training"]["robust_recipe"] = (
+            f"{ROBUST_COPIES} perturbed copies of each training DEM (core.perturb: white noise 0-12 m, a smooth "
+            "error field in half of them, voids in 30 %, a crop in 60 %) with the labels of the clean DEM, added "
+            "to the clean chips; fine-tuned from the clean model")
     spec.setdefault("metrics", {}).update(
         val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
     )
@@ -264,7 +287,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=["all", "prepare", "train", "pack"], default="all")
     ap.add_argument("--epochs", type=int, default=None, help=f"override the planned epochs ({TRAIN_ARGS['epochs']})")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
+    ap.add_argument("--robust", action="store_true",
+                    help=f"the robust recipe: add {ROBUST_COPIES} perturbed copies of each training DEM and fine-tune "
+                         "the clean model given by --init")
+    ap.add_argument("--init", default=None, help="with --robust: the clean model to fine-tune (trained without --robust)")
     args = ap.parse_args(argv)
+    if args.robust and not args.init and args.stage in ("all", "train"):
+        ap.error("--robust fine-tunes a clean model: give it with --init")
     t0 = time.time()
 
     def log(msg):
@@ -272,11 +301,12 @@ def main(argv=None) -> int:
 
     os.makedirs(args.work, exist_ok=True)
     if args.stage in ("all", "prepare"):
-        prepare(args.work, args.data, log)
+        prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0)
     if args.stage in ("all", "train"):
-        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume)
+        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, args.init if args.robust else None)
     if args.stage in ("all", "train", "pack"):
-        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log)
+        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log,
+             args.robust)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0
 

@@ -242,6 +242,7 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
     halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
     wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
     kept = 0
+    clean_end = 10 + 90 / (1 + int(cfg.robust_copies))
     for k, win in enumerate(wins):
         sp.check()
         y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
@@ -253,13 +254,88 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
             chips.append(_save_chip(tmp, len(chips), i, win, x, y, len(classes)))
             totals += chips[-1]["class_counts"]
             kept += 1
-        sp.update(10 + 90 * (k + 1) / len(wins))
+        sp.update(10 + (clean_end - 10) * (k + 1) / len(wins))
+    robust = 0
+    if cfg.robust_copies:
+        robust = _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, len(classes),
+                               sp.sub(clean_end, 100))
     return {
         "dem": os.path.abspath(grid.source), "labels": str(cfg.labels), "label_field": cfg.label_field,
         "crs_wkt": gi.crs_wkt, "geotransform": list(gi.geotransform), "width": gi.width, "height": gi.height,
-        "pixel_size_m": grid.pixel_size_m, "chips": kept, "candidate_windows": len(wins),
-        "label_codes_found": sorted(set(codes)),
+        "pixel_size_m": grid.pixel_size_m, "chips": kept + robust, "candidate_windows": len(wins),
+        "clean_chips": kept, "robust_chips": robust, "label_codes_found": sorted(set(codes)),
     }
+
+
+def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_classes, sp) -> int:
+    """Chips of ``cfg.robust_copies`` perturbed copies of DEM ``i`` (core.perturb.training_copy),
+    each cut at a random offset so chip edges fall elsewhere; returns how many were kept.
+
+    A copy's input is what classification would compute from that DEM: noise and voids in
+    the elevations and, when the copy is a crop, the input computed on the crop alone and
+    mirrored past the crop's edges (as for a projected DEM's edge). Its labels are those of
+    the clean, whole DEM, so the network learns to give the clean DEM's class from a noisy,
+    holed or cut one. Cells past a crop's edge are ignored by the loss; voids are class 0
+    ("no data"), as classification writes them. The copies are made in memory (a few times
+    the DEM's size in float32).
+    """
+    from . import perturb
+    from .labels import NODATA_CLASS
+
+    cs = int(cfg.chip_size)
+    gi = grid.info
+    clean = read_band(grid.ds.GetRasterBand(1), path=grid.source).astype(np.float32)
+    kept = 0
+    n = int(cfg.robust_copies)
+    for k in range(n):
+        sp.check()
+        rng = np.random.default_rng([int(cfg.seed), i, k, 1])
+        copy = perturb.training_copy(clean, grid.pixel_size_m, cs // 2, rng)
+        z = copy.z
+        bx0, by0, bx1, by1 = copy.box
+        cut = copy.box != (0, 0, gi.width, gi.height)
+        z[:by0], z[by1:], z[:, :bx0], z[:, bx1:] = np.nan, np.nan, np.nan, np.nan
+        ox, oy = (int(v) for v in rng.integers(0, cs, 2))
+        wins = [(x0, y0) for y0 in range(oy, gi.height - cs + 1, cs) for x0 in range(ox, gi.width - cs + 1, cs)]
+        for j, (x0, y0) in enumerate(wins):
+            ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x0 + cs, bx1), min(y0 + cs, by1)
+            if ix1 - ix0 < 2 or iy1 - iy0 < 2:
+                continue
+            inside = np.zeros((cs, cs), dtype=bool)
+            inside[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = True
+            zw = z[y0 : y0 + cs, x0 : x0 + cs]
+            y = lab[y0 : y0 + cs, x0 : x0 + cs].copy()
+            y[~inside] = IGNORE_INDEX
+            y[inside & ~np.isfinite(zw) & (y != IGNORE_INDEX)] = NODATA_CLASS
+            if ((y != IGNORE_INDEX) & np.isfinite(zw)).mean() < cfg.min_labelled:
+                continue
+            win = Window(ix0, iy0, ix1 - ix0, iy1 - iy0, halo)
+            raw = _array_window(z, win)
+            box = None
+            if cut and any(f != "dem" for f in factors):  # 3x3 factors at the crop's edge as gdaldem -compute_edges
+                box = (by0 - (iy0 - halo), by1 - (iy0 - halo), bx0 - (ix0 - halo), bx1 - (ix0 - halo))
+            dx, dy = _window_cell_sizes(gi, win)
+            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy, raster_box=box)
+            x = inputs.reflect_pad(x, ((0, 0), (iy0 - y0, y0 + cs - iy1), (ix0 - x0, x0 + cs - ix1)))
+            rec = _save_chip(tmp, len(chips), i, Window(x0, y0, cs, cs, 0), x, y, n_classes)
+            rec.update(copy=k, perturbation=copy.description)
+            chips.append(rec)
+            totals += rec["class_counts"]
+            kept += 1
+        sp.update(100.0 * (k + 1) / n)
+    return kept
+
+
+def _array_window(a: np.ndarray, win: Window) -> np.ndarray:
+    """``win`` with its halo from an in-memory raster, NaN outside it (as ``rasters.read_window``)."""
+    h = win.halo
+    rows, cols = a.shape
+    out = np.full((win.height + 2 * h, win.width + 2 * h), np.nan, dtype=np.float32)
+    rx0, ry0 = max(0, win.x0 - h), max(0, win.y0 - h)
+    rx1, ry1 = min(cols, win.x0 + win.width + h), min(rows, win.y0 + win.height + h)
+    oy, ox = ry0 - (win.y0 - h), rx0 - (win.x0 - h)
+    out[oy : oy + ry1 - ry0, ox : ox + rx1 - rx0] = a[ry0:ry1, rx0:rx1]
+    return out
 
 
 def _save_chip(tmp, n, source, win, x, y, n_classes) -> dict:

@@ -44,6 +44,10 @@ class ChipConfig:
     buffer_px: int = option(DEFAULT_BUFFER_PX, "BUFFER", "Boundary buffer [pixels each side]", minimum=1, maximum=100,
                             flag="--buffer")
     seed: int = option(0, "SEED", "Random seed", processing=False)  # Processing: the training's seed
+    robust_copies: int = option(0, "ROBUST_COPIES", "Perturbed copies of each DEM (noise, voids, crops; for robustness)",
+                                minimum=0, maximum=50, advanced=True,
+                                help="each copy adds random noise, often a smooth error field, voids or a crop, and "
+                                     "keeps the labels of the clean DEM (core.perturb)")
     min_labelled: float = option(0.5, "MIN_LABELLED", "Minimum share of labelled valid pixels per chip", minimum=0.0,
                                  maximum=1.0, processing=False)
     classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))

@@ -201,3 +201,18 @@ def make_input(
         arr = np.where(valid & np.isfinite(arr), arr, np.float32(FILL_VALUE))
         chans.append(arr.astype(np.float32, copy=False))
     return np.stack(chans, axis=0), valid
+
+
+def reflect_pad(a: np.ndarray, pads) -> np.ndarray:
+    """Mirror the channels of a (C, h, w) input past a raster's straight edge (``pads`` as for
+    ``np.pad``), as classification does for a projected DEM; works when the pad is wider than
+    the array (repeated mirroring)."""
+    for axis in (1, 2):
+        before, after = pads[axis]
+        if not (before or after):
+            continue
+        width = [(0, 0)] * a.ndim
+        width[axis] = (before, after)
+        mode = "reflect" if a.shape[axis] > 1 else "edge"
+        a = np.pad(a, width, mode=mode)
+    return a

@@ -74,6 +74,7 @@ from .rasters import (
     _quiet_gdal,
     mean_cell_size_m,
     open_raster,
+    read_band,
     read_window,
     require_crs,
     require_some_data,
@@ -186,19 +187,6 @@ def cached_predictor(model_path: str, device: str) -> Predictor:
 # ----------------------------------------------------------------------------- one zone's tiles
 
 
-def _reflect_pad(a: np.ndarray, pads) -> np.ndarray:
-    """Mirror padding that also works when the pad is wider than the array (repeated mirroring)."""
-    for axis in (1, 2):
-        before, after = pads[axis]
-        if not (before or after):
-            continue
-        width = [(0, 0)] * a.ndim
-        width[axis] = (before, after)
-        mode = "reflect" if a.shape[axis] > 1 else "edge"
-        a = np.pad(a, width, mode=mode)
-    return a
-
-
 class ZoneModel:
     """The tiles of one zone and how to turn a tile into network input and probabilities."""
 
@@ -243,7 +231,7 @@ class ZoneModel:
         chans, _ = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px, raster_box=box)
         pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))
         if any(p for pair in pads for p in pair):
-            chans = _reflect_pad(chans, pads)
+            chans = inputs_mod.reflect_pad(chans, pads)
         self.read_s += time.perf_counter() - t0
         return chans
 
@@ -834,6 +822,34 @@ def _log_plan(job: ClassifyJob, progress: Progress, engine) -> None:
         f"{sum(x.n_tiles for x in grids)} tile(s) of {g.size_x} x {g.size_y}, {mode}, context margin {job.margin}; "
         f"{sum(len(s) for s in job.stages())} block task(s) of about {job.block_size} cells on {engine.description}."
     )
+    sides = cut_sides(job.dem, job.band)
+    if sides:
+        progress.info(
+            f"The DEM has elevations up to its {', '.join(sides)} edge(s): near a cut edge the map is less certain "
+            "and can differ from a run on a larger DEM (a 10 km local mean and 1 km relief see only one side there; "
+            "models/README.md gives the measured change by distance to the cut). If this DEM is one tile of a "
+            "larger area, classify the tiles in one run (several DEM files or a VRT): a mosaic has no cut "
+            "between its tiles."
+        )
+
+
+def cut_sides(dem: str, band: int = 1) -> List[str]:
+    """The sides ("top", "bottom", "left", "right") along which the raster holds elevations on
+    more than half of its edge cells: where the terrain was cut, not where it ends in NoData
+    (a coast, an island of data). Reads the four edge lines only."""
+    ds, info = open_raster(dem, band)
+    b = ds.GetRasterBand(info.band)
+    w, h = info.width, info.height
+    lines = {"top": (0, 0, w, 1), "bottom": (0, h - 1, w, 1), "left": (0, 0, 1, h), "right": (w - 1, 0, 1, h)}
+    out = []
+    for side, (x0, y0, xs, ys) in lines.items():
+        a = read_band(b, x0, y0, xs, ys, path=info.path).astype(np.float64)
+        valid = np.isfinite(a)
+        if info.nodata is not None and not math.isnan(info.nodata):
+            valid &= a != info.nodata
+        if valid.mean() > 0.5:
+            out.append(side)
+    return out
 
 
 def _summary(job: ClassifyJob, stats: List[dict], wall: float) -> Dict[str, object]:

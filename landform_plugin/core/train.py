@@ -66,6 +66,7 @@ class TrainConfig:
     norm: str = option("batch", "NORM", "Normalisation layers", choices=NORMS, processing=False)
     arch_options: Dict[str, object] = field(default_factory=dict)
     encoder_weights: Optional[str] = None  # local .safetensors with torchvision ResNet weights
+    init_model: Optional[str] = None  # a landform model file to fine-tune: its network and weights replace the above
     epochs: int = option(50, "EPOCHS", "Epochs", minimum=1, maximum=10000, advanced=True)
     lr: float = option(1e-5, "LR", "Learning rate", minimum=1e-9, maximum=1.0, advanced=True)
     hold_epochs: int = option(20, "HOLD_EPOCHS", "Epochs at the full learning rate", minimum=0, maximum=10000, advanced=True)
@@ -430,8 +431,12 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.options = {k: v for k, v in cfg.arch_options.items() if k != "norm"}
-        model = build_model(self.arch, self.backbone, len(self.factors), self.num_classes, self.multichannel,
-                            cfg.encoder_weights, norm=cfg.norm, **self.options)
+        self.norm = cfg.norm
+        if cfg.init_model:
+            model = self._initial_model()
+        else:
+            model = build_model(self.arch, self.backbone, len(self.factors), self.num_classes, self.multichannel,
+                                cfg.encoder_weights, norm=cfg.norm, **self.options)
         self.n_params = count_parameters(model)
         channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
         model.to(device)
@@ -445,6 +450,27 @@ class Trainer:
         self.step = Step(device, self.num_classes, ignore, wt, dtype, channels_last)
         self.progress.info(f"{self.arch}/{self.backbone} ({self.multichannel}), {self.n_params / 1e6:.2f} M parameters, "
                            f"on {device}" + (f" with {_dtype_name(dtype)} autocast" if dtype else ""))
+
+    def _initial_model(self):
+        """The network and weights of ``cfg.init_model`` (fine-tuning), checked against the chips:
+        same input factors and normalisation, same number of classes."""
+        path = self.cfg.init_model
+        model, spec = modelfile.load_model(path, expect_factors=self.factors)
+        m = self.manifest
+        if len(spec["classes"]) != self.num_classes:
+            raise LandformError(f"The model to fine-tune, '{path}', has {len(spec['classes'])} classes; the chips have "
+                                f"{self.num_classes}.")
+        if spec["normalisation"] != m["normalisation"]:
+            raise LandformError(f"The model to fine-tune, '{path}', normalises its inputs differently from the chips "
+                                f"({spec['normalisation']} vs {m['normalisation']}); export the chips with its rules.")
+        if abs(float(spec["pixel_size_m"]) - float(m["pixel_size_m"])) > 0.05 * float(spec["pixel_size_m"]):
+            self.progress.info(f"Warning: the model to fine-tune was trained at {spec['pixel_size_m']:g} m, the chips are "
+                               f"at {m['pixel_size_m']:g} m.")
+        self.arch, self.backbone, self.multichannel = spec["architecture"], spec["backbone"], spec["multichannel"]
+        self.norm, self.options = spec["norm"], dict(spec.get("arch_options") or {})
+        self.progress.info(f"fine-tuning {os.path.basename(path)} ({self.arch}/{self.backbone})")
+        model.train()
+        return model
 
     def _resume(self) -> None:
         self.start_epoch = 0
@@ -639,7 +665,7 @@ class Trainer:
         m = self.manifest
         return modelfile.make_spec(
             architecture=self.arch, backbone=self.backbone, input_factors=self.factors,
-            pixel_size_m=float(m["pixel_size_m"]), tile_size=int(m["chip_size"]), norm=self.cfg.norm,
+            pixel_size_m=float(m["pixel_size_m"]), tile_size=int(m["chip_size"]), norm=self.norm,
             multichannel=self.multichannel, arch_options=self.options, normalisation=m["normalisation"],
             classes=m["classes"], training=self._training_summary(chosen, bn_note),
             metrics={"val_pa": round(100 * val_scores.pa, 2), "val_miou": round(100 * val_scores.miou, 2),
@@ -661,6 +687,7 @@ class Trainer:
             "epochs_planned": cfg.epochs, "epochs_done": len(self.history), "iterations": self.its_before + self.its,
             "batch_size": self.batch_size, "augment": cfg.augment,
             "encoder_weights": os.path.basename(cfg.encoder_weights) if cfg.encoder_weights else None,
+            "init_model": os.path.basename(cfg.init_model) if cfg.init_model else None,
             "device": str(self.step.device), "amp": _dtype_name(self.step.dtype) if self.step.dtype else None,
             "parameters": self.n_params, "kept_epoch": chosen, "batchnorm_statistics": bn_note,
             "stopped_early": self.stopped or None, "seconds": round(time.time() - self.t_start, 1),
@@ -701,6 +728,8 @@ def register_cli(subparsers) -> None:
                    + ", ".join(PRESETS) + ")")
     p.add_argument("--backbone", default=None, help="resnet18/34/50/101 (default: resnet50 for fcn_resnet)")
     p.add_argument("--encoder-weights", default=None, help="local .safetensors with torchvision ResNet (ImageNet) weights")
+    p.add_argument("--init-model", default=None,
+                   help="fine-tune this landform model file (its network and weights; --architecture is ignored)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--resume", default=None, help="checkpoint to resume from ('auto': the one beside --out)")
@@ -711,7 +740,7 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     cfg = from_cli(
         TrainConfig, args, chips=args.chips, out=args.out, architecture=args.architecture, backbone=args.backbone,
-        encoder_weights=args.encoder_weights, device=args.device, resume=args.resume,
+        encoder_weights=args.encoder_weights, init_model=args.init_model, device=args.device, resume=args.resume,
         channels_last=False if args.no_channels_last else None,
     )
     last = [-1]

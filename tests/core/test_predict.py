@@ -390,3 +390,27 @@ def test_multifactor_per_factor_model_runs_on_the_real_path(dems, tmp_path):
     assert s["tiles"] > 4
     assert_same_grid(c, dems["vermont"])
     check_outputs(c, p, dems["vermont"])
+
+
+def test_the_log_says_where_the_dem_was_cut(dems, random_model, tmp_path):
+    """A DEM with elevations up to an edge gets a note about cut edges and mosaics; a DEM whose
+    data ends in NoData on a side (a coast, an island of data) gets none for that side."""
+    from landform_plugin.core.predict import cut_sides
+
+    assert cut_sides(dems["bigtujunga"]) == ["top", "bottom", "left", "right"]
+    assert cut_sides(dems["luxembourg"]) == []
+    src = gdal.Open(dems["bigtujunga"])
+    a = src.GetRasterBand(1).ReadAsArray()[:200, :300].astype(np.float32)
+    a[:, :40] = np.nan  # NoData along the left side
+    path = str(tmp_path / "left_nodata.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 300, 200, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).SetNoDataValue(float("nan"))
+    ds.GetRasterBand(1).WriteArray(a)
+    ds = None
+    assert cut_sides(path) == ["top", "bottom", "right"]
+    messages = []
+    classify_raster(path, random_model, str(tmp_path / "c.tif"), None, device="cpu", progress=Progress(log=messages.append))
+    note = [m for m in messages if "up to its" in m]
+    assert len(note) == 1 and "top, bottom, right edge" in note[0] and "classify the tiles in one run" in note[0]

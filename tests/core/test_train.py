@@ -151,3 +151,30 @@ def test_multichannel_per_factor_with_terrain_factors(dems, tmp_path):
     model, _ = modelfile.load_model(out)
     assert len(model.encoders) == 2
     assert res.val_scores.total == 2 * 64 * 64
+
+
+def test_fine_tune_starts_from_the_model_file(chip_dir, tmp_path, repo_root):
+    """init_model: the file's network and weights are the start (the architecture argument is
+    ignored); a model with other input factors is refused."""
+    from safetensors.numpy import load_file
+
+    tiny = os.path.join(repo_root, "tests", "data", "models", "tiny_relief_60m.safetensors")
+    out = str(tmp_path / "tuned.safetensors")
+    messages = []
+    res = train.train(train.TrainConfig(chips=chip_dir, out=out, architecture="unet", init_model=tiny, epochs=1,
+                                        max_iterations=1, lr=1e-12, batch_size=2, threads=2),
+                      Progress(log=messages.append))
+    assert res.iterations == 1
+    spec = modelfile.read_spec(out)
+    assert (spec["architecture"], spec["backbone"]) == ("fcn_resnet", "resnet_tiny")
+    assert spec["training"]["init_model"] == "tiny_relief_60m.safetensors"
+    assert any("trained at 60 m" in m for m in messages)  # the chips are at 30 m
+    before, after = load_file(tiny), load_file(out)
+    assert set(before) == set(after)
+    learnt = [k for k in before if "running_" not in k and "num_batches" not in k]
+    assert learnt
+    for k in learnt:  # a step at lr 1e-12 leaves the weights where the file had them
+        np.testing.assert_allclose(after[k].astype(np.float32), before[k].astype(np.float32), atol=1e-6, err_msg=k)
+    default = os.path.join(repo_root, "models", "default_model.safetensors")
+    with pytest.raises(LandformError, match="expects input factors"):
+        train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "x.safetensors"), init_model=default))

@@ -37,6 +37,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
     FACTORS = "FACTORS"
     ARCHITECTURE = "ARCHITECTURE"
     ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
+    INIT_MODEL = "INIT_MODEL"
     SEED = "SEED"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
@@ -83,7 +84,14 @@ class TrainModelAlgorithm(LandformAlgorithm):
             "one encoder each, features concatenated (the paper's multichannel model), or stacked as channels of "
             "one encoder. <i>Encoder weights</i>: empty = random initialisation; or a local .safetensors file of "
             "torchvision ResNet (or VGG16 for FCN-8s) ImageNet weights. Nothing is downloaded. The paper's Fig. 5 "
-            "shows that ImageNet weights make training converge much faster and better.</p>"
+            "shows that ImageNet weights make training converge much faster and better. <i>Fine-tune</i>: start "
+            "from a landform model file instead (the bundled one, or your own): its network and weights are used "
+            "and the network choice is ignored; its input factors must be the ones chosen here.</p>"
+            "<p><b>Robustness.</b> <i>Perturbed copies of each DEM</i> (0 = none) adds chips cut from copies of "
+            "each DEM with random noise (0-12 m), often a smooth error field like a radar DEM's, NoData voids, "
+            "or the DEM cropped, its input computed on the crop alone; their labels stay those of the clean, "
+            "whole DEM. A network trained with them changes fewer cells when the DEM is noisy, has voids or is "
+            "cut elsewhere, and learns what a raster's edge looks like.</p>"
             "<p><b>Training.</b> Epochs (50), learning rate (1e-5), epochs before the decay (20), batch size "
             "(0 = 4 for one factor, 2 for several), validation share (0.2), seed, class-weight cap (0 = none; a "
             "class of 0.3 % gets a weight of 334 otherwise and is over-predicted), flip/rotate augmentation, time "
@@ -109,6 +117,9 @@ class TrainModelAlgorithm(LandformAlgorithm):
                                                      [self.tr(PRESET_LABELS[a]) for a in ARCHITECTURES], False, 0))
         self.addParameter(QgsProcessingParameterFile(
             self.ENCODER_WEIGHTS, self.tr("Encoder weights (local .safetensors; empty = random)"),
+            QgsProcessingParameterFile.Behavior.File, "safetensors", None, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.INIT_MODEL, self.tr("Fine-tune this landform model (.safetensors; empty = a new network)"),
             QgsProcessingParameterFile.Behavior.File, "safetensors", None, optional=True))
         self.add_options(TrainConfig)
         resume = QgsProcessingParameterBoolean(self.RESUME, self.tr("Resume from the checkpoint beside the model file"), False)
@@ -169,6 +180,7 @@ class TrainModelAlgorithm(LandformAlgorithm):
             chips=chip_dir, out=out,
             architecture=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCHITECTURE, context)],
             encoder_weights=(self.parameterAsFile(parameters, self.ENCODER_WEIGHTS, context) or "").strip() or None,
+            init_model=(self.parameterAsFile(parameters, self.INIT_MODEL, context) or "").strip() or None,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resume="auto" if self.parameterAsBool(parameters, self.RESUME, context) else None,
             **self.read_options(TrainConfig, parameters, context),
