@@ -107,8 +107,8 @@ TRAIN_ARGS = dict(
 # The robust recipe: perturbed copies of every training DEM (core.perturb: noise, smooth error
 # fields, voids, crops; labels from the clean DEM) added to the clean chips, and the clean model
 # fine-tuned on them (its weights as the start; a lower learning rate, a few epochs).
-ROBUST_COPIES = 2
-FINETUNE_ARGS = dict(TRAIN_ARGS, lr=3e-4, epochs=5)
+ROBUST_COPIES = 3
+FINETUNE_ARGS = dict(TRAIN_ARGS, lr=5e-4, epochs=15)
 
 
 def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M) -> str:

@@ -118,6 +118,13 @@ DEFAULT_OVERLAP = 0.0
 DEFAULT_BATCH = 1
 OUTPUT_BLOCK_CAP = 2048  # output cells per side of a resampling block (bounds its memory)
 FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a time
+# Test-time averaging over the symmetries of the square grid (option "steady"). The landform classes
+# do not depend on the map's orientation, but a CNN's output does a little (its 32-cell stride and
+# learnt filters): flipping or rotating the DEM changes a few % of cells at class boundaries
+# (bench/robustness.py). Averaging the probabilities of the 8 flipped / rotated copies of each tile
+# makes the map the same whatever the orientation, and smooths noise-driven flicker, for 8x the
+# forward passes; the 4 flips are the cheaper half.
+VIEWS = {"off": 1, "flips": 4, "all": 8}
 
 
 # ----------------------------------------------------------------------------- device / model
@@ -200,6 +207,7 @@ class ZoneModel:
         self.halo = inputs_mod.halo_pixels(self.factors, self.normalisation, self.px)
         self.grid: TileGrid = job.tile_grid(zone_index)
         self.batch = job.batch_size
+        self.views = job.views
         self.reader = LatticeReader(job.dem, job.band, job.dem_info, self.zone, self.px)
         self.read_s = 0.0
 
@@ -281,8 +289,39 @@ class ZoneModel:
 
     def _forward(self, x: np.ndarray, margins: Tuple[int, int, int, int]) -> np.ndarray:
         ml, mt, mr, mb = margins
-        probs = self.predictor.probabilities(x)
+        probs = averaged_over_views(self.predictor.probabilities, x, self.views)
         return probs[:, :, mt : probs.shape[2] - mb, ml : probs.shape[3] - mr]
+
+
+def dihedral_views(n: int) -> List[Tuple[bool, bool, bool]]:
+    """The first ``n`` (1, 4 or 8) symmetries of the square as (transpose, flip rows, flip columns):
+    identity, the flips, then the same after a transpose (rotations and diagonal mirrors)."""
+    return [(t, fr, fc) for t in (False, True) for fr in (False, True) for fc in (False, True)][:n]
+
+
+def _view(a: np.ndarray, v: Tuple[bool, bool, bool], inverse: bool = False) -> np.ndarray:
+    t, fr, fc = v
+    if t and not inverse:
+        a = a.swapaxes(-1, -2)
+    if fr:
+        a = a[..., ::-1, :]
+    if fc:
+        a = a[..., ::-1]
+    if t and inverse:
+        a = a.swapaxes(-1, -2)
+    return a
+
+
+def averaged_over_views(probabilities: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``probabilities`` over the ``n`` flipped / rotated copies of the (N, C, H, W)
+    batch ``x``, each brought back to ``x``'s orientation (n = 1: one plain pass)."""
+    if n <= 1:
+        return probabilities(x)
+    acc = None
+    for v in dihedral_views(n):
+        p = _view(probabilities(np.ascontiguousarray(_view(x, v))), v, inverse=True)
+        acc = p.copy() if acc is None else acc + p
+    return acc * np.float32(1.0 / n)
 
 
 def confidence_to_byte(conf: np.ndarray) -> np.ndarray:
@@ -434,6 +473,7 @@ class ClassifyJob:
     run_dir: str
     fingerprint: str
     cog: bool = False
+    views: int = 1  # flipped / rotated copies of each tile whose probabilities are averaged (dihedral_views)
     # seconds the client spent assembling the outputs (set by ``assemble``, read by the summary)
     assemble_s: float = field(default=0.0, compare=False)
 
@@ -690,6 +730,10 @@ class ClassifyOptions:
     confidence_byte: bool = option(
         False, "CONFIDENCE_BYTE", f"Confidence as Byte (0-{BYTE_STEPS} = probability 0-1, NoData {BYTE_NODATA}; "
         "a quarter of the size)", advanced=True, flag="--confidence-byte")
+    steady: str = option(
+        "off", "STEADY", "Steady maps: average over flipped and rotated copies of each tile (slower)",
+        choices=tuple(VIEWS), choice_labels=("off: one pass", "4 flips: 4x the time", "8 flips and rotations: 8x the time"),
+        advanced=True, help="flips: 4 passes; all: 8 (the map no longer depends on the DEM's orientation)")
 
 
 def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optional[str], spec: dict,
@@ -725,7 +769,12 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     classes = tuple((int(c["code"]), tuple(int(v) for v in c["color"]), str(c["name"])) for c in spec["classes"])
     out = OutputGrid(info.width, info.height, tuple(info.geotransform), info.crs_wkt)
     return ClassifyJob(dem, opt.band, info, model_path, opt.device, classes, px, tile, float(opt.overlap), margin, stride,
-                       int(opt.batch_size), int(opt.block_size), zones, out, outputs, run_dir, fp, bool(opt.cog))
+                       int(opt.batch_size), int(opt.block_size), zones, out, outputs, run_dir, fp, bool(opt.cog),
+                       VIEWS[opt.steady] if opt.steady in VIEWS else _bad_steady(opt.steady))
+
+
+def _bad_steady(value) -> int:
+    raise LandformError(f"Unknown 'steady' choice '{value}': choose one of {', '.join(VIEWS)}.")
 
 
 def _output_specs(class_out: str, confidence_out: Optional[str], classes: list,
@@ -763,6 +812,7 @@ def classify_raster(
     cog: bool = False,
     keep_run_on_error: bool = False,
     confidence_byte: bool = False,
+    steady: str = "off",
 ) -> Dict[str, object]:
     """Classify ``dem_path`` (a path, or a list of DEM files to mosaic) with ``model_path``.
 
@@ -770,7 +820,7 @@ def classify_raster(
     docstring. Returns a summary dict.
     """
     opt = ClassifyOptions(band, pixel_size_m, tile_size, overlap, margin, batch_size, device, extent, block_size, cog,
-                          confidence_byte)
+                          confidence_byte, steady)
     return classify(dem_path, model_path, class_out, confidence_out, opt, progress, predictor, engine, keep_run_on_error)
 
 

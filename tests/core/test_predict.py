@@ -414,3 +414,64 @@ def test_the_log_says_where_the_dem_was_cut(dems, random_model, tmp_path):
     classify_raster(path, random_model, str(tmp_path / "c.tif"), None, device="cpu", progress=Progress(log=messages.append))
     note = [m for m in messages if "up to its" in m]
     assert len(note) == 1 and "top, bottom, right edge" in note[0] and "classify the tiles in one run" in note[0]
+
+
+def test_averaging_over_views_makes_the_output_follow_flips_and_rotations():
+    """A function that is not symmetric (a one-sided difference) becomes equivariant to every
+    flip and rotation once averaged over the 8 views; 4 views give the flips only."""
+    from landform_plugin.core.predict import _view, averaged_over_views, dihedral_views
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+
+    def lopsided(a):  # depends on the orientation: shifts and weights one corner
+        b = np.roll(a, 1, axis=-1) + 0.5 * np.roll(a, -2, axis=-2) + np.linspace(0, 1, a.shape[-1], dtype=np.float32)
+        e = np.exp(b - b.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    assert len(set(dihedral_views(8))) == 8 and dihedral_views(1) == [(False, False, False)]
+    np.testing.assert_array_equal(averaged_over_views(lopsided, x, 1), lopsided(x))
+    base8, base4 = averaged_over_views(lopsided, x, 8), averaged_over_views(lopsided, x, 4)
+    np.testing.assert_allclose(base8.sum(axis=1), 1.0, atol=1e-5)
+    for v in dihedral_views(8):
+        gx = np.ascontiguousarray(_view(x, v))
+        np.testing.assert_allclose(averaged_over_views(lopsided, gx, 8), _view(base8, v), atol=1e-5)
+        if not v[0]:
+            np.testing.assert_allclose(averaged_over_views(lopsided, gx, 4), _view(base4, v), atol=1e-5)
+    plain = lopsided(np.ascontiguousarray(x[..., ::-1]))
+    assert np.abs(plain - lopsided(x)[..., ::-1]).max() > 0.1  # without averaging it is not
+
+
+def test_steady_option_on_a_real_dem(dems, random_model, tmp_path):
+    """steady="all": the probabilities of the DEM rotated by 90 degrees are the rotated
+    probabilities (one tile); with "off" they are not; an unknown choice is refused."""
+    src = gdal.Open(dems["vermont"])
+    a = src.GetRasterBand(1).ReadAsArray().astype(np.float32)[:160, :160]
+    nd = src.GetRasterBand(1).GetNoDataValue()
+    # On the 90 m lattice (no resampling, which is not symmetric) with its corner on a multiple of the
+    # network's 32-cell stride: then the rotated DEM sits on the stride lattice as the DEM does.
+    gt = (7360 * 90.0, 90.0, 0.0, 54400 * 90.0, 0.0, -90.0)
+    paths = {}
+    for name, arr in (("dem", a), ("rot", np.ascontiguousarray(np.rot90(a)))):
+        paths[name] = str(tmp_path / f"{name}.tif")
+        ds = gdal.GetDriverByName("GTiff").Create(paths[name], 160, 160, 1, gdal.GDT_Float32)
+        ds.SetGeoTransform(gt)
+        ds.SetProjection(src.GetProjection())
+        if nd is not None:
+            ds.GetRasterBand(1).SetNoDataValue(nd)
+        ds.GetRasterBand(1).WriteArray(arr)
+        ds = None
+    probs = {}
+    for steady in ("off", "all"):
+        for name in ("dem", "rot"):
+            p = str(tmp_path / f"{name}_{steady}_p.tif")
+            s = classify_raster(paths[name], random_model, str(tmp_path / f"{name}_{steady}.tif"), p, device="cpu",
+                                steady=steady, margin=32)
+            assert s["tiles"] == 1
+            probs[name, steady] = gdal.Open(p).ReadAsArray()[:-1]
+    back = lambda q: np.rot90(q, -1, axes=(1, 2))  # noqa: E731
+    err_all = np.abs(back(probs["rot", "all"]) - probs["dem", "all"]).max()
+    err_off = np.abs(back(probs["rot", "off"]) - probs["dem", "off"]).max()
+    assert err_all < 1e-4 < err_off, (err_all, err_off)
+    with pytest.raises(LandformError, match="Unknown 'steady' choice"):
+        classify_raster(paths["dem"], random_model, str(tmp_path / "x.tif"), device="cpu", steady="sometimes")
