@@ -168,10 +168,19 @@ class Predictor:
                     logits = self.model(x)
             else:
                 logits = self.model(x)
-            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            probs = _softmax_in_place(logits.float()).cpu().numpy()
         self.forward_s += time.perf_counter() - t0
         self.forward_pixels += batch.shape[0] * batch.shape[2] * batch.shape[3]
         return probs
+
+
+def _softmax_in_place(logits):
+    """Softmax over the class axis in the logits' own memory (one tile-sized tensor less at the
+    forward pass's end than torch.softmax)."""
+    logits -= logits.amax(dim=1, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(dim=1, keepdim=True)
+    return logits
 
 
 _PREDICTORS: Dict[tuple, Predictor] = {}

@@ -1,4 +1,5 @@
 """FCN-ResNet and the architecture registry: shapes, variants, parameter counts, tile independence."""
+import numpy as np
 import pytest
 
 import torch  # installed by make setup; a missing torch must fail, not skip
@@ -59,3 +60,22 @@ def test_bad_requests():
     m = build_model("fcn_resnet", "resnet18", 2).eval()
     with pytest.raises(LandformError, match="expects input"):
         m(torch.randn(1, 1, 64, 64))
+
+
+def test_stem_in_strips_equals_the_stem_in_one_go():
+    """Inference on large tiles runs the ResNet stem in strips of rows (its memory peak): the
+    values must be those of the stem in one go, for any size and strip height."""
+    from landform_plugin.core.nets.fcn_resnet import ResNetEncoder
+
+    torch.manual_seed(0)
+    enc = ResNetEncoder("resnet18", 3).eval()
+    with torch.inference_mode():
+        for h, w in ((96, 70), (131, 64), (200, 97), (67, 33)):
+            x = torch.randn(1, 3, h, w)
+            whole = enc.maxpool(enc.relu(enc.bn1(enc.conv1(x))))
+            for rows in (1, 5, 32):
+                np.testing.assert_allclose(enc.stem_in_strips(x, rows).numpy(), whole.numpy(), atol=1e-6)
+        x = torch.randn(1, 3, 160, 96)  # taller than two strips: forward() takes the strips
+        c2 = enc(x)[0]
+        c2_whole = enc.layer2(enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x))))))
+        np.testing.assert_allclose(c2.numpy(), c2_whole.numpy(), atol=1e-5)
