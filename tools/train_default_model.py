@@ -238,7 +238,7 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     return model, spec, scores
 
 
-def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = False) -> str:
+def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = False, init=None) -> str:
     """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst``."""
     import torch
 
@@ -253,8 +253,10 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = Fals
                      "not a human landform map",
         train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
         data_grid=f"each DEM on its {PIXEL_SIZE_M:g} m processing lattice (core.grid)",
-        command="nice -n 10 .venv/bin/python tools/train_default_model.py" + (" --robust" if robust else ""),
+        command="nice -n 10 .venv/bin/python tools/train_default_model.py"
+                + (f" --robust --init {os.path.relpath(init, REPO)}" if robust else ""),
     )
+    spec["training"]["chips"] = os.path.relpath(chip_dir, REPO)
     if robust:
         spec["training"]["robust_recipe"] = (
             f"{ROBUST_COPIES} perturbed copies of each training DEM (core.perturb: white noise 0-12 m, a smooth "
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
         train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, args.init if args.robust else None)
     if args.stage in ("all", "train", "pack"):
         pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log,
-             args.robust)
+             args.robust, args.init)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0
 
