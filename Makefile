@@ -34,6 +34,7 @@ bench: setup
 	$(PY) bench/classify.py
 	$(PY) bench/distributed.py
 	$(PY) bench/accuracy.py
+	$(PY) bench/robustness.py
 
 clean:
 	rm -rf artifacts dist .pytest_cache

@@ -3,11 +3,14 @@ from osgeo import gdal, osr
 
 
 def write_geotiff(path, arr, epsg=32611, nodata=None, dtype=gdal.GDT_Float32, bands=1,
-                  gt=(500000, 30, 0, 4000000, 0, -30)):
-    """Write ``arr`` into every band of a new GeoTIFF (no CRS when ``epsg`` is None)."""
+                  gt=(500000, 30, 0, 4000000, 0, -30), crs_wkt=None):
+    """Write ``arr`` into every band of a new GeoTIFF (CRS: ``crs_wkt`` if given, else ``epsg``;
+    none when both are None)."""
     ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[1], arr.shape[0], bands, dtype)
     ds.SetGeoTransform(gt)
-    if epsg:
+    if crs_wkt:
+        ds.SetProjection(crs_wkt)
+    elif epsg:
         srs = osr.SpatialReference()
         srs.ImportFromEPSG(epsg)
         ds.SetProjection(srs.ExportToWkt())

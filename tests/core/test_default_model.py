@@ -10,6 +10,7 @@ import pytest
 from osgeo import gdal
 
 from landform_plugin.core import labels, modelfile, rasters
+from tests.geotiff import write_geotiff
 
 MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "models", "default_model.safetensors")
 
@@ -96,13 +97,8 @@ def test_robust_model_is_described_and_steadier_under_noise(repo_root, dems, tmp
     nd = ds.GetRasterBand(1).GetNoDataValue()
     if nd is not None:
         z[z == nd] = np.nan
-    noisy = str(tmp_path / "noisy.tif")
-    out = gdal.GetDriverByName("GTiff").Create(noisy, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Float32)
-    out.SetGeoTransform(ds.GetGeoTransform())
-    out.SetProjection(ds.GetProjection())
-    out.GetRasterBand(1).SetNoDataValue(float("nan"))
-    out.GetRasterBand(1).WriteArray(perturb.gaussian_noise(z, 10.0, np.random.default_rng(0)))
-    out = None
+    noisy = write_geotiff(tmp_path / "noisy.tif", perturb.gaussian_noise(z, 10.0, np.random.default_rng(0)),
+                          nodata=float("nan"), gt=ds.GetGeoTransform(), crs_wkt=ds.GetProjection())
     changed = {}
     for name, model in (("default", MODEL), ("robust", ROBUST)):
         p = predict.Predictor.from_file(model, "cpu")

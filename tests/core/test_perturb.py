@@ -3,10 +3,10 @@
 Labels are rule-derived (relief classes, see test_chips.relief_labels), not a landform map."""
 import numpy as np
 import pytest
-from osgeo import gdal
-
 from landform_plugin.core import chips, inputs, perturb, terrain
 from landform_plugin.core.rasters import Window, open_raster, read_window
+
+from tests.geotiff import write_geotiff
 
 from .test_chips import relief_labels, subset
 
@@ -101,14 +101,10 @@ def test_robust_copies_keep_clean_labels_and_compute_inputs_as_classification(ro
         crossing += 1
         # inputs as classification computes them for the crop written as its own raster:
         # the window read from that file, 3x3 factors with the file's edges, mirrored past them
-        crop = str(d / f"crop_{c['id']}.tif")
         gt = ds.GetGeoTransform()
-        out = gdal.GetDriverByName("GTiff").Create(crop, bx1 - bx0, by1 - by0, 1, gdal.GDT_Float32)
-        out.SetGeoTransform((gt[0] + bx0 * gt[1], gt[1], 0, gt[3] + by0 * gt[5], 0, gt[5]))
-        out.SetProjection(ds.GetProjection())
-        out.GetRasterBand(1).SetNoDataValue(float("nan"))
-        out.GetRasterBand(1).WriteArray(copy.z[by0:by1, bx0:bx1])
-        out = None
+        crop = write_geotiff(d / f"crop_{c['id']}.tif", copy.z[by0:by1, bx0:bx1], nodata=float("nan"),
+                             gt=(gt[0] + bx0 * gt[1], gt[1], 0, gt[3] + by0 * gt[5], 0, gt[5]),
+                             crs_wkt=ds.GetProjection())
         cds, cinfo = open_raster(crop)
         ix0, iy0 = max(x0, bx0) - bx0, max(y0, by0) - by0
         ix1, iy1 = min(x0 + w, bx1) - bx0, min(y0 + h, by1) - by0

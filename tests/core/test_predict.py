@@ -21,6 +21,7 @@ from landform_plugin.core.nets.registry import build_model  # noqa: E402
 from landform_plugin.core.predict import CONFIDENCE_NODATA, TOP_BAND_NAME, classify_raster  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 from landform_plugin.core.tiling import plan_tiles  # noqa: E402
+from tests.geotiff import write_geotiff  # noqa: E402
 from tests.hostile import mismatched_factors_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -402,13 +403,8 @@ def test_the_log_says_where_the_dem_was_cut(dems, random_model, tmp_path):
     src = gdal.Open(dems["bigtujunga"])
     a = src.GetRasterBand(1).ReadAsArray()[:200, :300].astype(np.float32)
     a[:, :40] = np.nan  # NoData along the left side
-    path = str(tmp_path / "left_nodata.tif")
-    ds = gdal.GetDriverByName("GTiff").Create(path, 300, 200, 1, gdal.GDT_Float32)
-    ds.SetGeoTransform(src.GetGeoTransform())
-    ds.SetProjection(src.GetProjection())
-    ds.GetRasterBand(1).SetNoDataValue(float("nan"))
-    ds.GetRasterBand(1).WriteArray(a)
-    ds = None
+    path = write_geotiff(tmp_path / "left_nodata.tif", a, nodata=float("nan"), gt=src.GetGeoTransform(),
+                         crs_wkt=src.GetProjection())
     assert cut_sides(path) == ["top", "bottom", "right"]
     messages = []
     classify_raster(path, random_model, str(tmp_path / "c.tif"), None, device="cpu", progress=Progress(log=messages.append))
@@ -453,14 +449,7 @@ def test_steady_option_on_a_real_dem(dems, random_model, tmp_path):
     gt = (7360 * 90.0, 90.0, 0.0, 54400 * 90.0, 0.0, -90.0)
     paths = {}
     for name, arr in (("dem", a), ("rot", np.ascontiguousarray(np.rot90(a)))):
-        paths[name] = str(tmp_path / f"{name}.tif")
-        ds = gdal.GetDriverByName("GTiff").Create(paths[name], 160, 160, 1, gdal.GDT_Float32)
-        ds.SetGeoTransform(gt)
-        ds.SetProjection(src.GetProjection())
-        if nd is not None:
-            ds.GetRasterBand(1).SetNoDataValue(nd)
-        ds.GetRasterBand(1).WriteArray(arr)
-        ds = None
+        paths[name] = write_geotiff(tmp_path / f"{name}.tif", arr, nodata=nd, gt=gt, crs_wkt=src.GetProjection())
     probs = {}
     for steady in ("off", "all"):
         for name in ("dem", "rot"):
