@@ -122,8 +122,10 @@ FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a t
 # do not depend on the map's orientation, but a CNN's output does a little (its 32-cell stride and
 # learnt filters): flipping or rotating the DEM changes a few % of cells at class boundaries
 # (bench/robustness.py). Averaging the probabilities of the 8 flipped / rotated copies of each tile
-# makes the map the same whatever the orientation, and smooths noise-driven flicker, for 8x the
-# forward passes; the 4 flips are the cheaper half.
+# makes the map the same whatever the orientation, for 8x the forward passes; the 4 flips are the
+# cheaper half. It does not remove the network's dependence on where the terrain falls on its
+# stride (a one-cell shift still changes 1.7 % of cells), nor steady it under noise (3 m of noise:
+# 4.3 % of cells change without, 4.2 % with), measured for the bundled model.
 VIEWS = {"off": 1, "flips": 4, "all": 8}
 
 
