@@ -771,6 +771,8 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     margin = round_up(DEFAULT_MARGIN, stride) if opt.margin is None or int(opt.margin) < 0 else int(opt.margin)
     if int(opt.batch_size) < 1:
         raise LandformError("Batch size must be at least 1.")
+    if opt.steady not in VIEWS:
+        raise LandformError(f"Unknown 'steady' choice '{opt.steady}': choose one of {', '.join(VIEWS)}.")
     if int(opt.block_size) < stride:
         raise LandformError(f"The block size must be at least {stride} cells.")
     zones = tuple(processing_zones(info, px))
@@ -781,11 +783,7 @@ def build_job(dem: str, model_path: str, class_out: str, confidence_out: Optiona
     out = OutputGrid(info.width, info.height, tuple(info.geotransform), info.crs_wkt)
     return ClassifyJob(dem, opt.band, info, model_path, opt.device, classes, px, tile, float(opt.overlap), margin, stride,
                        int(opt.batch_size), int(opt.block_size), zones, out, outputs, run_dir, fp, bool(opt.cog),
-                       VIEWS[opt.steady] if opt.steady in VIEWS else _bad_steady(opt.steady))
-
-
-def _bad_steady(value) -> int:
-    raise LandformError(f"Unknown 'steady' choice '{value}': choose one of {', '.join(VIEWS)}.")
+                       VIEWS[opt.steady])
 
 
 def _output_specs(class_out: str, confidence_out: Optional[str], classes: list,
