@@ -52,6 +52,13 @@ def patches_per_km2(cls: np.ndarray, cell_m: float) -> float:
     return n / area_km2 if area_km2 else float("nan")
 
 
+def write_json(res: dict, path: str) -> None:
+    """A bench's figures as JSON (numpy numbers as floats), its folder made if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(res, fh, indent=1, default=float)
+
+
 def evaluate(model: str, data: str, work: str, threads: int = 2, log=print) -> dict:
     import torch
 
@@ -159,9 +166,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as work:
         res = evaluate(args.model, args.data, work, args.threads)
     print_table(res)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
+    write_json(res, args.json)
     print(f"\nwritten {args.json}")
     return 0
 

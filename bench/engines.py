@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
             t0 = time.perf_counter()
             try:
-                eng = EnginePredictor(predict.Predictor.from_file(args.model, "cpu"), ENGINES[name](
-                    predict.Predictor.from_file(args.model, "cpu"), args.threads))
+                fresh = predict.Predictor.from_file(args.model, "cpu")  # an engine may change its module
+                eng = EnginePredictor(fresh, ENGINES[name](fresh, args.threads))
             except Exception as exc:  # an engine that is missing or fails to build is a result, not a crash
                 print(f"{name:22s} not measured: {type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}")
                 continue

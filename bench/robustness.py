@@ -39,7 +39,6 @@ the DEMs. Targets (for each model):
   MIoU >= 72 %.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from osgeo import gdal, osr  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from landform_plugin.core import labels, metrics, perturb, rasters, rules  # noqa: E402
+from accuracy import write_json  # noqa: E402
 
 # Sources finer than 35 m in neither TRAIN_DEMS nor HOLDOUT_DEMS, plus the held-out 30 m one.
 RESOLUTION_DEMS = {
@@ -474,9 +474,7 @@ def main(argv=None) -> int:
     print_table(res)
     print(f"\n{res['seconds']:.0f} s; classification time: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in res["classify_seconds"].items()))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
+    write_json(res, args.json)
     print(f"written {args.json}")
     return 0
 

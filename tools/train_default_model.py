@@ -43,7 +43,7 @@ if REPO not in sys.path:
 import numpy as np  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-from landform_plugin.core import chips, rasters, rules  # noqa: E402
+from landform_plugin.core import chips, perturb, rasters, rules  # noqa: E402
 from landform_plugin.core.progress import Progress  # noqa: E402
 
 DATA = os.environ.get("LANDFORM_DEM_DATA")  # the folder holding the DEMs named below
@@ -238,8 +238,9 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     return model, spec, scores
 
 
-def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = False, init=None) -> str:
-    """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst``."""
+def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None) -> str:
+    """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst`` (``init``: the
+    clean model the robust recipe fine-tuned)."""
     import torch
 
     from landform_plugin.core import modelfile
@@ -254,14 +255,15 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print, robust: bool = Fals
         train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
         data_grid=f"each DEM on its {PIXEL_SIZE_M:g} m processing lattice (core.grid)",
         command="nice -n 10 .venv/bin/python tools/train_default_model.py"
-                + (f" --robust --init {os.path.relpath(init, REPO)}" if robust else ""),
+                + (f" --robust --init {os.path.relpath(init, REPO)}" if init else ""),
     )
     spec["training"]["chips"] = os.path.relpath(chip_dir, REPO)
-    if robust:
+    if init:
         spec["training"]["robust_recipe"] = (
-            f"{ROBUST_COPIES} perturbed copies of each training DEM (core.perturb: white noise 0-12 m, a smooth "
-            "error field in half of them, voids in 30 %, a crop in 60 %) with the labels of the clean DEM, added "
-            "to the clean chips; fine-tuned from the clean model")
+            f"{ROBUST_COPIES} perturbed copies of each training DEM (core.perturb: white noise 0-{perturb.NOISE_MAX_M:g} m, "
+            f"a smooth error field in {100 * perturb.CORRELATED_P:.0f} % of them, voids in {100 * perturb.VOIDS_P:.0f} %, "
+            f"a crop in {100 * perturb.CUT_P:.0f} %) with the labels of the clean DEM, added to the clean chips; "
+            "fine-tuned from the clean model")
     spec.setdefault("metrics", {}).update(
         val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
     )
@@ -294,8 +296,9 @@ def main(argv=None) -> int:
                          "the clean model given by --init")
     ap.add_argument("--init", default=None, help="with --robust: the clean model to fine-tune (trained without --robust)")
     args = ap.parse_args(argv)
-    if args.robust and not args.init and args.stage in ("all", "train"):
+    if args.robust and not args.init and args.stage != "prepare":
         ap.error("--robust fine-tunes a clean model: give it with --init")
+    init = args.init if args.robust else None
     t0 = time.time()
 
     def log(msg):
@@ -305,10 +308,9 @@ def main(argv=None) -> int:
     if args.stage in ("all", "prepare"):
         prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0)
     if args.stage in ("all", "train"):
-        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, args.init if args.robust else None)
+        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, init)
     if args.stage in ("all", "train", "pack"):
-        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log,
-             args.robust, args.init)
+        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0
 

@@ -279,6 +279,8 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
     ("no data"), as classification writes them. The copies are made in memory (a few times
     the DEM's size in float32).
     """
+    from osgeo import gdal_array
+
     from . import perturb
     from .labels import NODATA_CLASS
 
@@ -295,9 +297,11 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
         bx0, by0, bx1, by1 = copy.box
         cut = copy.box != (0, 0, gi.width, gi.height)
         z[:by0], z[by1:], z[:, :bx0], z[:, bx1:] = np.nan, np.nan, np.nan, np.nan
+        z_ds = gdal_array.OpenArray(z)  # a GDAL view of the copy (no copy), read like the DEM
+        z_band = z_ds.GetRasterBand(1)
         ox, oy = (int(v) for v in rng.integers(0, cs, 2))
         wins = [(x0, y0) for y0 in range(oy, gi.height - cs + 1, cs) for x0 in range(ox, gi.width - cs + 1, cs)]
-        for j, (x0, y0) in enumerate(wins):
+        for x0, y0 in wins:
             ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x0 + cs, bx1), min(y0 + cs, by1)
             if ix1 - ix0 < 2 or iy1 - iy0 < 2:
                 continue
@@ -310,7 +314,7 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
             if ((y != IGNORE_INDEX) & np.isfinite(zw)).mean() < cfg.min_labelled:
                 continue
             win = Window(ix0, iy0, ix1 - ix0, iy1 - iy0, halo)
-            raw = _array_window(z, win)
+            raw = read_window(z_band, win, None)
             box = None
             if cut and any(f != "dem" for f in factors):  # 3x3 factors at the crop's edge as gdaldem -compute_edges
                 box = (by0 - (iy0 - halo), by1 - (iy0 - halo), bx0 - (ix0 - halo), bx1 - (ix0 - halo))
@@ -324,18 +328,6 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
             kept += 1
         sp.update(100.0 * (k + 1) / n)
     return kept
-
-
-def _array_window(a: np.ndarray, win: Window) -> np.ndarray:
-    """``win`` with its halo from an in-memory raster, NaN outside it (as ``rasters.read_window``)."""
-    h = win.halo
-    rows, cols = a.shape
-    out = np.full((win.height + 2 * h, win.width + 2 * h), np.nan, dtype=np.float32)
-    rx0, ry0 = max(0, win.x0 - h), max(0, win.y0 - h)
-    rx1, ry1 = min(cols, win.x0 + win.width + h), min(rows, win.y0 + win.height + h)
-    oy, ox = ry0 - (win.y0 - h), rx0 - (win.x0 - h)
-    out[oy : oy + ry1 - ry0, ox : ox + rx1 - rx0] = a[ry0:ry1, rx0:rx1]
-    return out
 
 
 def _save_chip(tmp, n, source, win, x, y, n_classes) -> dict:
