@@ -79,3 +79,66 @@ def test_stem_in_strips_equals_the_stem_in_one_go():
         c2 = enc(x)[0]
         c2_whole = enc.layer2(enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x))))))
         np.testing.assert_allclose(c2.numpy(), c2_whole.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_trunk_is_torchvisions_resnet(name):
+    """The trunk that spares the FCN-ResNet torchvision's import: for one seed, the same
+    state_dict (names, shapes, values) as torchvision's ResNet minus its ImageNet head, and
+    the same features; torchvision's weights load into it unchanged."""
+    import torchvision
+
+    from landform_plugin.core.nets.resnet import ResNetTrunk
+
+    torch.manual_seed(3)
+    ours = ResNetTrunk(name).eval()
+    torch.manual_seed(3)
+    theirs = getattr(torchvision.models, name)(weights=None).eval()
+    expected = {k: v for k, v in theirs.state_dict().items() if not k.startswith("fc.")}
+    got = ours.state_dict()
+    assert list(got) == list(expected)
+    for k, v in expected.items():
+        assert got[k].shape == v.shape and torch.equal(got[k], v), k
+
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        a = ours.layer4(ours.layer3(ours.layer2(ours.layer1(ours.maxpool(ours.relu(ours.bn1(ours.conv1(x))))))))
+        t = theirs
+        b = t.layer4(t.layer3(t.layer2(t.layer1(t.maxpool(t.relu(t.bn1(t.conv1(x))))))))
+    assert torch.equal(a, b)
+
+
+def test_frozen_batchnorm_is_torchvisions():
+    import torchvision
+
+    from landform_plugin.core.nets.resnet import FrozenBatchNorm2d
+
+    bn = torch.nn.BatchNorm2d(8)
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    ours, theirs = FrozenBatchNorm2d(8), torchvision.ops.misc.FrozenBatchNorm2d(8)
+    ours.load_state_dict(bn.state_dict())  # num_batches_tracked is dropped, as torchvision does
+    theirs.load_state_dict(bn.state_dict())
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(ours(x), theirs(x))
+    assert torch.allclose(ours(x), bn.eval()(x), atol=1e-6)
+
+
+def test_classifying_does_not_import_torchvision():
+    """torchvision's import costs 0.17 GB of resident memory (torch._dynamo, sympy): building and
+    running the FCN-ResNet must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from landform_plugin.core.nets.registry import build_model\n"
+            "m = build_model('fcn_resnet', 'resnet18', 1).eval()\n"
+            "from landform_plugin.core.nets.common import fuse_batchnorm\n"
+            "fuse_batchnorm(m)(torch.zeros(1, 1, 64, 64))\n"
+            "print('torchvision' in sys.modules, 'sympy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

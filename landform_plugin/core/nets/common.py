@@ -28,7 +28,7 @@ def norm_layer(norm: str):
     if norm == "batch":
         return nn.BatchNorm2d
     if norm == "frozen_batch":
-        from torchvision.ops.misc import FrozenBatchNorm2d
+        from .resnet import FrozenBatchNorm2d
 
         return FrozenBatchNorm2d
     if norm == "group":
@@ -119,11 +119,10 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     For inference only: the same function (to float rounding), one memory pass less per
     layer, and no second full-size tensor at the stem (FCN-ResNet18 on a 2304^2 tile: the
     stem's BatchNorm output alone is 340 MB). Pairs are taken where the order is known:
-    consecutive children of an ``nn.Sequential``, and ``convN``/``bnN`` of torchvision's
-    ResNet blocks and of encoders built like them (``conv1``/``bn1`` then ReLU).
+    consecutive children of an ``nn.Sequential``, and ``convN``/``bnN`` of ResNet blocks (ours and
+    torchvision's, which DeepLabv3 uses) and of encoders built like them (``conv1``/``bn1`` then ReLU).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
-    from torchvision.models.resnet import BasicBlock, Bottleneck
 
     if model.training:
         raise ValueError("fuse_batchnorm is for a model in eval mode")
@@ -139,7 +138,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
                 conv, bn = module._modules[a], module._modules[b]
                 if fusable(conv, bn):
                     module._modules[a], module._modules[b] = fuse_conv_bn_eval(conv, bn), nn.Identity()
-        elif isinstance(module, (BasicBlock, Bottleneck)) or type(module).__name__ == "ResNetEncoder":
+        elif type(module).__name__ in ("BasicBlock", "Bottleneck", "ResNetEncoder"):
             for k in ("1", "2", "3"):
                 conv, bn = getattr(module, "conv" + k, None), getattr(module, "bn" + k, None)
                 if conv is not None and bn is not None and fusable(conv, bn):

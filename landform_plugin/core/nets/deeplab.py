@@ -14,13 +14,15 @@ tile, so predictions depend slightly on the tile (unlike FCN-ResNet).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-from torchvision.models.segmentation.fcn import FCNHead
 
-from ..errors import LandformError
-from .common import SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer, stacked_only
+from ..errors import LandformError, import_torchvision
+
+torchvision = import_torchvision()  # a clear install hint where torchvision is missing
+from torchvision.models._utils import IntermediateLayerGetter  # noqa: E402
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead  # noqa: E402
+from torchvision.models.segmentation.fcn import FCNHead  # noqa: E402
+
+from .common import SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer, stacked_only  # noqa: E402
 
 BACKBONES = ("resnet50", "resnet101")
 

@@ -1,8 +1,9 @@
 """The paper's FCN-ResNet (Yang et al. 2023, section 2.2, Fig. 3).
 
-Encoder: a torchvision ResNet (18/34/50/101, ``weights=None``: nothing is
-downloaded; an optional local ``.safetensors`` file of torchvision ResNet
-weights can initialise it). Its first convolution takes ``in_channels``.
+Encoder: a ResNet (18/34/50/101) laid out as torchvision's (``resnet.py``:
+the same state_dict, without importing torchvision); nothing is downloaded, an
+optional local ``.safetensors`` file of torchvision ResNet weights can
+initialise it. Its first convolution takes ``in_channels``.
 
 ``resnet_tiny`` is not in the paper: a ResNet-10 layout (one BasicBlock per
 stage) with widths 16/32/64/128 (~0.5 M parameters), for tests, fixtures and
@@ -29,7 +30,7 @@ Normalisation (``norm``):
   batch 8 it collapsed in eval mode) is a training matter:
   train with larger batches, re-estimate the running statistics at the end
   of training, or fine-tune with ``"frozen_batch"``; always validate in eval mode.
-- ``"frozen_batch"``: torchvision's FrozenBatchNorm2d (statistics never
+- ``"frozen_batch"``: FrozenBatchNorm2d, as torchvision's (statistics never
   updated; same state_dict layout minus ``num_batches_tracked``) for
   fine-tuning at small batch.
 - ``"group"``: GroupNorm. Train/eval identical, but it normalises over each
@@ -41,10 +42,10 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from ..errors import LandformError
 from .common import NORMS, SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer
+from .resnet import BasicBlock, ResNetTrunk
 
 STAGE_CHANNELS = {
     "resnet_tiny": (32, 64, 128),
@@ -58,7 +59,7 @@ STEM_STRIP_ROWS = 32  # pooled rows per strip of ResNetEncoder.stem_in_strips (i
 
 
 class ResNetEncoder(nn.Module):
-    """torchvision ResNet trunk returning the layer2, layer3, layer4 features."""
+    """ResNet trunk returning the layer2, layer3, layer4 features."""
 
     def __init__(self, backbone: str, in_channels: int, norm: str = "batch", weights_path: Optional[str] = None):
         super().__init__()
@@ -69,7 +70,7 @@ class ResNetEncoder(nn.Module):
             if weights_path:
                 raise LandformError("resnet_tiny has no pretrained encoder weights.")
         else:
-            net = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer(norm))
+            net = ResNetTrunk(backbone, norm_layer(norm))
         if weights_path:
             load_resnet_weights(net, weights_path)
         conv1 = adapted_first_conv(net.conv1, in_channels, pretrained=bool(weights_path))
@@ -121,8 +122,6 @@ class ResNetEncoder(nn.Module):
 
 def _tiny_resnet(make_norm, width: int = 16) -> nn.Module:
     """ResNet-10 layout (one BasicBlock per stage) at a quarter of ResNet-18's width."""
-    from torchvision.models.resnet import BasicBlock
-
     def stage(cin, cout, stride):
         down = None
         if stride != 1 or cin != cout:
