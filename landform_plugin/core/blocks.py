@@ -26,7 +26,6 @@ ordinary ``dask worker`` command where this package is importable) or a local
 cluster started in this process. Dask, not this module, schedules, retries
 tasks whose worker died, and balances the load.
 """
-import contextlib
 import ctypes
 import hashlib
 import json
@@ -43,7 +42,7 @@ from osgeo import gdal
 from .errors import Cancelled, LandformError, MissingDependency
 from .outputs import OutputSet, write_failure
 from .progress import Progress
-from .rasters import GTIFF_OPTIONS, _quiet_gdal
+from .rasters import GTIFF_OPTIONS, _quiet_gdal, gdal_cache_at_most
 
 DEFAULT_BLOCK_SIZE = 4096  # processing cells per block side
 COG_OPTIONS = ["COMPRESS=ZSTD", "LEVEL=1", "BLOCKSIZE=512", "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
@@ -421,26 +420,11 @@ def _color_table(entries) -> gdal.ColorTable:
 def assemble(outputs: Sequence[OutputSpec], blocks: Dict[str, List[str]], grid, run_dir: str,
              cog: bool, progress: Progress, inputs: Sequence[str] = ()) -> None:
     """Each output from its block files (VRT + translate), then all renamed into place together."""
-    with OutputSet(inputs) as out, _gdal_cache_at_most(ASSEMBLY_CACHE_BYTES):
+    with OutputSet(inputs) as out, gdal_cache_at_most(ASSEMBLY_CACHE_BYTES):
         for i, spec in enumerate(outputs):
             progress.check()
             _assemble_one(spec, blocks[spec.key], grid, run_dir, cog, out.file(spec.path))
             progress.update(100.0 * (i + 1) / len(outputs))
-
-
-@contextlib.contextmanager
-def _gdal_cache_at_most(limit: int):
-    """GDAL's block cache capped at ``limit`` bytes for a while (then as before).
-
-    A translate streams every block once; GDAL's default cache (5 % of the RAM) would fill with
-    them anyway: 1.2 GB of peak memory on a 24 GB machine, for nothing.
-    """
-    before = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(before, limit))
-    try:
-        yield
-    finally:
-        gdal.SetCacheMax(before)
 
 
 def _block_vrt(spec: OutputSpec, files: List[str], grid, run_dir: str):

@@ -6,6 +6,7 @@ Why here and not in each algorithm: the checks users hit first (wrong band,
 no CRS, non-numeric data, all NoData) and the output conventions (tiled,
 compressed, exact georeferencing, atomic rename) must be the same everywhere.
 """
+import contextlib
 import math
 import os
 import uuid
@@ -318,13 +319,37 @@ def read_window(band: gdal.Band, win: Window, nodata: Optional[float]) -> np.nda
     return out
 
 
+@contextlib.contextmanager
+def gdal_cache_at_most(limit: int):
+    """GDAL's block cache capped at ``limit`` bytes for a while (then as before).
+
+    A read or a translate that streams every block of a raster once would fill GDAL's
+    default cache (5 % of the RAM) anyway: 1.2 GB of peak memory on a 24 GB machine, for
+    nothing, and kept after the cache lets go of it (the blocks come from the heap).
+    """
+    before = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(before, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(before)
+
+
+SCAN_CACHE_BYTES = 32 << 20  # GDAL's cache while a whole raster is scanned once (valid_fraction)
+
+
 def valid_fraction(ds: gdal.Dataset, info: RasterInfo, max_pixels: int = 1_000_000) -> float:
-    """Share of valid (not NoData, finite) cells, estimated on a decimated overview read."""
+    """Share of valid (not NoData, finite) cells, estimated on a decimated overview read.
+
+    The decimated read decodes every block of a tiled raster once: with GDAL's cache capped
+    meanwhile, a 16384^2 DEM costs 0.03 GB of memory instead of 0.7 GB kept for the whole run.
+    """
     b = ds.GetRasterBand(info.band)
     step = max(1, int(math.ceil(math.sqrt(info.width * info.height / max_pixels))))
     bw, bh = max(1, info.width // step), max(1, info.height // step)
-    arr = read_band(b, 0, 0, info.width, info.height, path=info.path, buf_xsize=bw, buf_ysize=bh,
-                    resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
+    with gdal_cache_at_most(SCAN_CACHE_BYTES):
+        arr = read_band(b, 0, 0, info.width, info.height, path=info.path, buf_xsize=bw, buf_ysize=bh,
+                        resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
     valid = np.isfinite(arr)
     if info.nodata is not None and not math.isnan(info.nodata):
         valid &= arr != info.nodata
