@@ -170,8 +170,9 @@ def settle_allocator() -> None:
     2048 tiles): peak RSS 2.17 -> 1.85 GB.
 
     Outside QGIS, the smaller allocations of the reader, the writer and torch's threads also share
-    ARENA_MAX heaps instead of one each: 8192^2, FCN-ResNet18, one process, peak RSS 1.45-1.54 ->
-    1.39 GB. Inside QGIS the desktop's own threads keep their heaps (its rendering allocates from many).
+    ARENA_MAX heaps instead of one each (set before torch starts its threads): 8192^2, FCN-ResNet18,
+    one process, peak RSS 1.45-1.54 -> 1.37-1.46 GB (three runs each). Inside QGIS the desktop's
+    own threads keep their heaps (its rendering allocates from many).
     """
     _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     if "qgis.core" not in sys.modules:

@@ -64,8 +64,9 @@ def import_torch():
 def import_torchvision():
     """Import torchvision, with the install hint instead of a bare ImportError.
 
-    Only DeepLabv3 (torchvision's dilated ResNet and heads) imports it: its import pulls in torch._dynamo and sympy, 0.17 GB
-    of resident memory that the FCN-ResNet (nets/resnet.py) does without.
+    Only DeepLabv3 (torchvision's dilated ResNet and heads) imports it: torchvision's import
+    pulls in torch._dynamo and sympy, 0.17 GB of resident memory that the FCN-ResNet
+    (nets/resnet.py) does without.
     """
     import_torch()
     try:

@@ -288,7 +288,7 @@ class ZoneModel:
                     emit((a0, b0, a1, b1), p[:, b0 - ty0 : b1 - ty0, a0 - tx0 : a1 - tx0],
                          valid[b0 - r0 : b1 - r0, a0 - c0 : a1 - c0])
                 # the writer holds what it still needs: these tile-sized arrays must not live on
-                # through the next forward pass (FCN-ResNet18, 2304^2 tiles: 0.13 GB of peak RSS)
+                # through the next forward pass (FCN-ResNet18, 2304^2 tiles: 0.13 GB)
                 x = probs = p = None
                 progress.update(100.0 * (i + 1) / len(batches))
         if acc is not None:
