@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..errors import LandformError
 from .common import NORMS, SegmentationNet, adapted_first_conv, load_resnet_weights, norm_layer
-from .resnet import BasicBlock, ResNetTrunk
+from .resnet import BasicBlock, ResNetTrunk, init_like_torchvision, stage
 
 STAGE_CHANNELS = {
     "resnet_tiny": (32, 64, 128),
@@ -122,24 +122,16 @@ class ResNetEncoder(nn.Module):
 
 def _tiny_resnet(make_norm, width: int = 16) -> nn.Module:
     """ResNet-10 layout (one BasicBlock per stage) at a quarter of ResNet-18's width."""
-    def stage(cin, cout, stride):
-        down = None
-        if stride != 1 or cin != cout:
-            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), make_norm(cout))
-        return nn.Sequential(BasicBlock(cin, cout, stride, down, norm_layer=make_norm))
-
     net = nn.Module()
     net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
     net.bn1 = make_norm(width)
     net.relu = nn.ReLU(inplace=True)
     net.maxpool = nn.MaxPool2d(3, 2, 1)
-    net.layer1 = stage(width, width, 1)
-    net.layer2 = stage(width, 2 * width, 2)
-    net.layer3 = stage(2 * width, 4 * width, 2)
-    net.layer4 = stage(4 * width, 8 * width, 2)
-    for mod in net.modules():
-        if isinstance(mod, nn.Conv2d):
-            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+    net.layer1 = stage(BasicBlock, width, width, 1, 1, make_norm)
+    net.layer2 = stage(BasicBlock, width, 2 * width, 1, 2, make_norm)
+    net.layer3 = stage(BasicBlock, 2 * width, 4 * width, 1, 2, make_norm)
+    net.layer4 = stage(BasicBlock, 4 * width, 8 * width, 1, 2, make_norm)
+    init_like_torchvision(net)
     return net
 
 
@@ -186,8 +178,8 @@ class FCNResNet(SegmentationNet):
         n_enc = in_channels if multichannel == "per_factor" else 1
         enc_in = 1 if multichannel == "per_factor" else in_channels
         self.encoders = nn.ModuleList(ResNetEncoder(backbone, enc_in, norm, encoder_weights) for _ in range(n_enc))
-        stage = tuple(c * n_enc for c in STAGE_CHANNELS[backbone])
-        self.decoder = FCNDecoder(stage, num_classes, int(decoder_channels), norm)
+        widths = tuple(c * n_enc for c in STAGE_CHANNELS[backbone])
+        self.decoder = FCNDecoder(widths, num_classes, int(decoder_channels), norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -13,6 +13,7 @@ same as torchvision's (tested), so models trained before keep their meaning.
 """
 from typing import Callable, List, Optional
 
+import torch
 import torch.nn as nn
 
 LAYERS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -128,8 +129,6 @@ class FrozenBatchNorm2d(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
-        import torch
-
         self.eps = eps
         self.register_buffer("weight", torch.ones(num_features))
         self.register_buffer("bias", torch.zeros(num_features))
