@@ -20,7 +20,8 @@ place together: no output appears unless all of them are complete.
 Engines
 -------
 ``InProcess`` runs the tasks one after the other here (the default: a desktop
-or a single machine). ``DaskEngine`` submits them to a Dask distributed
+or a single machine), telling a job that has ``runs_next(task)`` which task
+follows, so it can start reading that task's input while it finishes this one. ``DaskEngine`` submits them to a Dask distributed
 cluster: an existing scheduler (``tcp://host:port``; start workers with the
 ordinary ``dask worker`` command where this package is importable) or a local
 cluster started in this process. Dask, not this module, schedules, retries
@@ -195,8 +196,11 @@ class InProcess:
 
     def run(self, job, tasks: Sequence[Task], progress: Progress, on_done: Callable[[Task, dict], None]) -> None:
         n = len(tasks)
+        runs_next = getattr(job, "runs_next", None)  # a job that reads ahead learns what comes next
         for i, task in enumerate(tasks):
             progress.check()
+            if runs_next is not None:
+                runs_next(tasks[i + 1] if i + 1 < n else None)
             on_done(task, execute(job, task, progress.sub(100.0 * i / n, 100.0 * (i + 1) / n)))
 
 

@@ -464,3 +464,29 @@ def test_steady_option_on_a_real_dem(dems, random_model, tmp_path):
     assert err_all < 1e-4 < err_off, (err_all, err_off)
     with pytest.raises(LandformError, match="Unknown 'steady' choice"):
         classify_raster(paths["dem"], random_model, str(tmp_path / "x.tif"), device="cpu", steady="sometimes")
+
+
+def test_finalise_renormalises_over_landforms_and_marks_what_has_no_answer():
+    """Classes are the argmax over the landform probabilities renormalised to sum to 1 ("no data"
+    set to 0), the last band is the top class's probability; an invalid DEM cell or a non-finite
+    probability gives class 0 and NoData in every band. Checked against the definition, cell by cell."""
+    from landform_plugin.core.predict import finalise
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(5), size=(40, 30)).transpose(2, 0, 1).astype(np.float32)
+    valid = rng.random((40, 30)) > 0.1
+    probs[2, 3, 4] = np.nan
+    probs[0, 5, 6] = np.inf
+    probs[1:, 7, 8] = 0.0  # only "no data": no landform to renormalise over (class 1, probability 0)
+    cls, conf = finalise(probs, valid)
+    assert cls.shape == (40, 30) and conf.shape == (6, 40, 30) and conf.dtype == np.float32
+    bad = ~valid
+    bad[3, 4] = bad[5, 6] = True
+    assert (cls[bad] == 0).all() and (conf[:, bad] == CONFIDENCE_NODATA).all()
+    good = ~bad
+    land = probs[1:] / np.where(probs[1:].sum(0) > 0, probs[1:].sum(0), 1)
+    assert (cls[good] == land.argmax(0)[good] + 1).all()
+    assert np.allclose(conf[1:5][:, good], land[:, good], atol=1e-6) and (conf[0][good] == 0).all()
+    assert np.allclose(conf[1:5].sum(0)[good & (probs[1:].sum(0) > 0)], 1, atol=1e-5)
+    assert (conf[5][good] == conf[1:5].max(0)[good]).all()
+    assert cls[7, 8] == (1 if valid[7, 8] else 0)
