@@ -47,7 +47,16 @@ from .rasters import GTIFF_OPTIONS, _quiet_gdal, gdal_cache_at_most
 
 DEFAULT_BLOCK_SIZE = 4096  # processing cells per block side
 COG_OPTIONS = ["COMPRESS=ZSTD", "LEVEL=1", "BLOCKSIZE=512", "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
-BLOCK_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER"]
+BLOCK_TILE = 256  # cells per side of a block file's GeoTIFF tiles
+BLOCK_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK_TILE}", f"BLOCKYSIZE={BLOCK_TILE}", "COMPRESS=ZSTD", "ZSTD_LEVEL=1",
+                 "BIGTIFF=IF_SAFER"]
+# Block files that only this process writes and reads back are left uncompressed when they fit in
+# RAW_SHARE_OF_FREE of the free disk space: compressing them and decompressing them again for the
+# assembly was a tenth of a run. Measured on an 8192^2 DEM, FCN-ResNet18, float32 confidence, one
+# process: wall 65.1-65.3 -> 58.5-59.8 s, CPU 110-112 -> 101-103 s, assembly 3.4-4.2 -> 2.5-2.7 s,
+# for 1.7 GB of temporary files (25 bytes per cell) instead of about 1.1 GB.
+RAW_BLOCK_OPTIONS = [o for o in BLOCK_OPTIONS if not o.startswith(("COMPRESS", "ZSTD"))] + ["COMPRESS=NONE"]
+RAW_SHARE_OF_FREE = 0.25
 WAIT_POLL_S = 0.5  # how often the client looks for finished blocks and for a cancel
 ASSEMBLY_CACHE_BYTES = 128 << 20  # GDAL block cache while outputs are assembled
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so every freed heap array goes back
@@ -357,11 +366,12 @@ class BlockFile:
     """One block of one output as a small tiled GeoTIFF, written in strips of rows and renamed
     into place when complete (``with BlockFile(...) as f: f.write(rows, y0)``)."""
 
-    def __init__(self, path: str, width: int, height: int, bands: int, geotransform, crs_wkt: str, spec: OutputSpec):
+    def __init__(self, path: str, width: int, height: int, bands: int, geotransform, crs_wkt: str, spec: OutputSpec,
+                 compress: bool = True):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.path, self.spec = path, spec
         self.tmp = f"{path}.{uuid.uuid4().hex[:8]}.partial.tif"
-        opts = BLOCK_OPTIONS + (["INTERLEAVE=BAND"] if bands > 1 else [])
+        opts = (BLOCK_OPTIONS if compress else RAW_BLOCK_OPTIONS) + (["INTERLEAVE=BAND"] if bands > 1 else [])
         gdal.ErrorReset()
         self.ds = gdal.GetDriverByName("GTiff").Create(self.tmp, width, height, bands, spec.data_type, opts)
         if self.ds is None:
@@ -413,6 +423,18 @@ def write_block(path: str, array, geotransform, crs_wkt: str, spec: OutputSpec) 
     arr = array if array.ndim == 3 else array[None]
     with BlockFile(path, arr.shape[2], arr.shape[1], arr.shape[0], geotransform, crs_wkt, spec) as f:
         f.write(arr)
+
+
+def raw_blocks_fit(run_dir: str, nbytes: int) -> bool:
+    """Whether ``nbytes`` of uncompressed block files fit in RAW_SHARE_OF_FREE of the free space
+    on the run folder's disk."""
+    folder = os.path.abspath(run_dir)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return nbytes <= RAW_SHARE_OF_FREE * shutil.disk_usage(folder).free
+    except OSError:
+        return False
 
 
 def _color_table(entries) -> gdal.ColorTable:

@@ -51,6 +51,53 @@ def test_block_size_changes_no_cell(dems, tmp_path, name, px):
     assert not any(n.endswith(".landform-run") for n in os.listdir(tmp_path))  # run folders removed
 
 
+@pytest.mark.parametrize("share", [blocks.RAW_SHARE_OF_FREE, 0.0])
+def test_block_files_compressed_only_when_the_disk_is_short(dems, tmp_path, monkeypatch, share):
+    """A run in this process writes its block files uncompressed when they fit in a share of the free
+    disk space, ZSTD otherwise (share 0 here): the blocks seen on disk during the run say which, the
+    log says so, and the outputs are identical either way."""
+    monkeypatch.setattr(blocks, "RAW_SHARE_OF_FREE", share)
+    seen, log = set(), []
+    c, p = tmp_path / "c.tif", tmp_path / "p.tif"
+    run_dir = blocks.run_folder_for(str(c))
+
+    def look(_percent):
+        for root, _, files in os.walk(run_dir):
+            for f in files:
+                if f.endswith(".tif") and ".partial" not in f:
+                    ds = gdal.Open(os.path.join(root, f))
+                    seen.add(ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") or "NONE")
+
+    classify_raster(dems["bigtujunga"], TINY, str(c), str(p), tile_size=256, pixel_size_m=30, block_size=512,
+                    device="cpu", progress=Progress(set_progress=look, log=log.append))
+    assert seen == ({"NONE"} if share else {"ZSTD"})
+    assert any("uncompressed" in m for m in log) == bool(share)
+    ref_c, ref_p = tmp_path / "ref.tif", tmp_path / "ref_p.tif"
+    monkeypatch.setattr(blocks, "RAW_SHARE_OF_FREE", 0.0 if share else blocks.RAW_SHARE_OF_FREE)
+    classify_raster(dems["bigtujunga"], TINY, str(ref_c), str(ref_p), tile_size=256, pixel_size_m=30,
+                    block_size=512, device="cpu")
+    assert (read(str(c)) == read(str(ref_c))).all() and (read(str(p)) == read(str(ref_p))).all()
+    out = gdal.Open(str(p))  # the outputs themselves are compressed either way
+    assert out.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") == "ZSTD"
+
+
+def test_raw_blocks_fit_compares_with_the_free_space(tmp_path):
+    free = __import__("shutil").disk_usage(tmp_path).free
+    assert blocks.raw_blocks_fit(str(tmp_path / "not" / "made" / "yet"), 1000)
+    assert not blocks.raw_blocks_fit(str(tmp_path), int(free * blocks.RAW_SHARE_OF_FREE) + 10**9)
+
+
+def test_strips_end_on_the_block_files_tile_rows():
+    from landform_plugin.core.predict import FINALISE_ROWS, strips
+
+    for y, h in ((0, 2048), (100, 1000), (256, 300), (0, 7), (1000, 1)):
+        parts = strips(y, h)
+        assert parts[0][0] == 0 and parts[-1][1] == h
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))  # contiguous, in order
+        assert all(0 < r1 - r0 <= FINALISE_ROWS for r0, r1 in parts)
+        assert all((y + r1) % blocks.BLOCK_TILE == 0 for _, r1 in parts[:-1])  # whole tile rows
+
+
 def test_cancel_removes_the_run_folder_even_when_failed_runs_keep_theirs(dems, tmp_path):
     calls = []
 
