@@ -81,6 +81,19 @@ def test_stem_in_strips_equals_the_stem_in_one_go():
         np.testing.assert_allclose(c2.numpy(), c2_whole.numpy(), atol=1e-5)
 
 
+def test_stem_max_pool_is_torchs_max_pool_exactly():
+    """The stem's row-then-column maximum gives torch's 3x3 stride-2 max-pool, bit for bit, on
+    odd and even sizes, the smallest one included."""
+    from landform_plugin.core.nets.fcn_resnet import max_pool_3x3_stride_2
+
+    torch.manual_seed(1)
+    for shape in ((1, 64, 67, 1154), (2, 8, 66, 35), (1, 4, 3, 3), (1, 4, 4, 5)):
+        c = torch.randn(shape)
+        out = max_pool_3x3_stride_2(c)
+        assert out.shape == torch.nn.functional.max_pool2d(c, 3, 2).shape
+        assert torch.equal(out, torch.nn.functional.max_pool2d(c, 3, 2))
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_trunk_is_torchvisions_resnet(name):
     """The trunk that spares the FCN-ResNet torchvision's import: for one seed, the same

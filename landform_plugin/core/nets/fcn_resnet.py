@@ -113,11 +113,20 @@ class ResNetEncoder(nn.Module):
             strip = F.pad(x[..., max(r0, 0) : min(r1, h), :], (pad, pad, max(0, -r0), max(0, r1 - h)))
             c = F.conv2d(strip, conv.weight, conv.bias, stride=st)
             c = F.pad(self.relu(self.bn1(c)), (1, 1, c0 - (2 * p0 - 1), 2 * p1 - c1))
-            pooled = F.max_pool2d(c, 3, 2)
+            pooled = max_pool_3x3_stride_2(c)
             if out is None:
                 out = pooled.new_empty(pooled.shape[:-2] + (pool_h, pool_w))
             out[..., p0:p1, :] = pooled
         return out
+
+
+def max_pool_3x3_stride_2(c: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(c, 3, 2)`` (no padding) as a maximum over rows, then over columns: the same
+    values (a maximum is exact), 2-3.5x faster on the CPU than torch's kernel on the stem's
+    64-channel strips (36 strips of a 2304^2 tile: 1.46 s -> 0.41-0.80 s with the machine busy)."""
+    oh, ow = (c.shape[-2] - 3) // 2 + 1, (c.shape[-1] - 3) // 2 + 1
+    rows = torch.maximum(torch.maximum(c[..., 0 : 2 * oh - 1 : 2, :], c[..., 1 : 2 * oh : 2, :]), c[..., 2 : 2 * oh + 1 : 2, :])
+    return torch.maximum(torch.maximum(rows[..., 0 : 2 * ow - 1 : 2], rows[..., 1 : 2 * ow : 2]), rows[..., 2 : 2 * ow + 1 : 2])
 
 
 def _tiny_resnet(make_norm, width: int = 16) -> nn.Module:
