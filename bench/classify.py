@@ -15,7 +15,8 @@ the float32 confidence raster written:
 - new defaults: abutting 2048 tiles, 128-cell context margin, batch 1;
 - previous defaults: 1024 tiles at 25 % overlap (Hann blending), 32-cell margin, batch 2;
 - a forward-only reference in this process: torch float32 over exactly the DEM's
-  cells once (random 2048^2 inputs, batch 1, no margin, no I/O).
+  cells once (random 2048^2 inputs, batch 1, no margin, no I/O), measured just before
+  and just after the new defaults' run; their mean is the reference.
 
 Printed, one figure per line with its label in capitals:
   NETWORK INPUT RATIO              network input cells / DEM cells (target <= 1.3)
@@ -158,8 +159,11 @@ def main(argv=None):
         dev = Predictor.from_file(model_path, args.device).device
         print(f"model: random-weight FCN-{args.backbone}, device {dev}, torch threads {torch.get_num_threads()}")
 
+        # the reference brackets the run: this VM's speed drifts by 10-30 % within minutes
+        fwd_before = forward_once(model_path, args.device, cells)
         new = run_one(dem, model_path, work, "new", args.device, {})
-        fwd = forward_once(model_path, args.device, cells)
+        fwd_after = forward_once(model_path, args.device, cells)
+        fwd = (fwd_before + fwd_after) / 2
         old = None if args.skip_previous else run_one(dem, model_path, work, "previous", args.device, PREVIOUS_DEFAULTS)
         for label, r in (("new defaults", new), ("previous defaults", old)):
             if r is None:
@@ -168,7 +172,8 @@ def main(argv=None):
                   f"{r['blocks']} block(s); network input {r['forward_pixels'] / 1e6:.1f} MP for {cells / 1e6:.1f} MP; "
                   f"wall {r['wall']:.1f} s (forward {r['forward_s']:.1f}, read {r['read_s']:.1f}, write {r['write_s']:.1f}, "
                   f"assemble {r['assemble_s']:.1f}), CPU {r['cpu']:.1f} s, peak RSS {r['rss_gb']:.2f} GB")
-        print(f"forward-only reference: {fwd:.1f} s wall for {cells / 1e6:.1f} MP (torch float32, tiles of 2048^2, once each)")
+        print(f"forward-only reference: {fwd:.1f} s wall for {cells / 1e6:.1f} MP (torch float32, tiles of 2048^2, once "
+              f"each; mean of {fwd_before:.1f} s before the new defaults' run and {fwd_after:.1f} s after)")
         print(f"NETWORK INPUT RATIO: {new['forward_pixels'] / cells:.3f}   (target <= 1.3)")
         if old is not None:
             print(f"SPEED-UP OVER PREVIOUS DEFAULTS: {old['wall'] / new['wall']:.3f}   (target >= 1.6; previous "
