@@ -943,6 +943,7 @@ def classify(dem_path, model_path: str, class_out: str, confidence_out: Optional
         dem = dems[0] if len(dems) == 1 else mosaic_vrt(dems, os.path.join(run_dir, "mosaic.vrt"))
         job = build_job(dem, model_path, class_out, confidence_out, spec, opt, run_dir, fp)
         if engine is None or isinstance(engine, blocks_mod.InProcess):  # load the model before any block
+            # block files only this process reads back: uncompressed when the disk has room
             job = replace(job, raw_blocks=blocks_mod.raw_blocks_fit(run_dir, job.block_bytes()))
             blocks_mod.settle_allocator()  # before torch starts its threads, so they share the capped heaps
             if predictor is not None:
