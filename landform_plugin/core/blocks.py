@@ -22,9 +22,10 @@ Engines
 ``InProcess`` runs the tasks one after the other here (the default: a desktop
 or a single machine), telling a job that has ``runs_next(task)`` which task
 follows, so it can start reading that task's input while it finishes this one.
-``DaskEngine`` submits them to a Dask distributed cluster: an existing scheduler (``tcp://host:port``; start workers with the
-ordinary ``dask worker`` command where this package is importable) or a local
-cluster started in this process. Dask, not this module, schedules, retries
+``DaskEngine`` submits them to a Dask distributed cluster: an existing
+scheduler (``tcp://host:port``; start workers with the ordinary ``dask worker``
+command where this package is importable) or a local cluster started in this
+process. Dask, not this module, schedules, retries
 tasks whose worker died, and balances the load.
 """
 import ctypes

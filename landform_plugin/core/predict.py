@@ -224,7 +224,7 @@ class ZoneModel:
         # One reader thread for all the zone's blocks (it alone uses self.reader's GDAL handle), so
         # the next block's first input can be read while this block's last tile is predicted.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landform-read")
-        self._prefetched: Dict[tuple, object] = {}
+        self._prefetched: Dict[tuple, object] = {}  # tuple of a batch's tiles -> its inputs being read
 
     def close(self) -> None:
         """Stop the reader thread (after a read in flight) and release the DEM."""
@@ -317,14 +317,14 @@ class ZoneModel:
 
     def _submit_inputs(self, batch):
         """The batch's inputs: read already by ``_prefetch``, or now in the reader thread."""
-        return self._prefetched.pop(_batch_key(batch), None) or self._pool.submit(self._inputs, batch)
+        return self._prefetched.pop(tuple(batch), None) or self._pool.submit(self._inputs, batch)
 
     def _prefetch(self, box: Box) -> None:
         """Start reading the first batch of ``box``; the block after this one takes it up."""
         self._prefetched.clear()  # at most one block ahead
         first = next(iter_batches(self.grid.tiles_touching(box), self.batch, self.grid.margins), None)
         if first:
-            self._prefetched[_batch_key(first)] = self._pool.submit(self._inputs, first)
+            self._prefetched[tuple(first)] = self._pool.submit(self._inputs, first)
 
     def _inputs(self, batch) -> Tuple[np.ndarray, List[np.ndarray]]:
         """A batch's network input (batch, C, h, w) and each tile's valid mask."""
@@ -357,10 +357,6 @@ def strips(y: int, height: int) -> List[Tuple[int, int]]:
 def _crop(valid: np.ndarray, tile, x0: int, y0: int) -> np.ndarray:
     """The part of a valid mask whose top-left cell is global (x0, y0) that covers ``tile``."""
     return valid[tile.y0 - y0 : tile.y0 - y0 + tile.height, tile.x0 - x0 : tile.x0 - x0 + tile.width]
-
-
-def _batch_key(batch) -> tuple:
-    return tuple((t.x0, t.y0, t.width, t.height) for t in batch)
 
 
 def dihedral_views(n: int) -> List[Tuple[bool, bool, bool]]:
