@@ -14,6 +14,8 @@ Each classification runs in a child process (its own peak RSS), with the class a
 the float32 confidence raster written:
 - new defaults: abutting 2048 tiles, 128-cell context margin, batch 1;
 - previous defaults: 1024 tiles at 25 % overlap (Hann blending), 32-cell margin, batch 2;
+- the new defaults with the "reuse memory" option (the CPU forward pass reuses freed heap
+  memory instead of fresh pages; skipped with --skip-reuse);
 - a forward-only reference in this process: torch float32 over exactly the DEM's
   cells once (random 2048^2 inputs, batch 1, no margin, no I/O), measured just before
   and just after the new defaults' run; their mean is the reference.
@@ -24,6 +26,7 @@ Printed, one figure per line with its label in capitals:
   RATIO TO ONE FORWARD PASS        wall time new / forward-only reference (target <= 1.4)
   PEAK RSS                         GB, the new defaults' process (target < 1.5)
   ENGINES                          the CPU engines offered besides torch float32
+  REUSE MEMORY OPTION              speed-up over the new defaults, its peak RSS, classes identical
 Wall times move with the machine's load: run it alone (the load is printed).
 """
 import argparse
@@ -120,18 +123,23 @@ def run_one(dem: str, model_path: str, work: str, label: str, device: str, optio
     return res
 
 
-def forward_once(model_path: str, device: str, cells: int, tile: int = 2048) -> float:
-    """Wall seconds of torch float32 forward passes over exactly ``cells`` cells (tiles of ``tile``^2, batch 1)."""
+def forward_once(model_path: str, device: str, cells: int, tile: int = 2048, reuse_memory: bool = False) -> float:
+    """Wall seconds of torch float32 forward passes over exactly ``cells`` cells (tiles of ``tile``^2, batch 1),
+    with the forward pass's tensors mapped fresh (as by default) or reusing the heap (the option)."""
+    from landform_plugin.core import allocator
     from landform_plugin.core.predict import Predictor
 
     predictor = Predictor.from_file(model_path, device)
+    predictor.reuse_heap = reuse_memory
     n = max(1, round(cells / (tile * tile)))
     x = np.random.default_rng(0).normal(size=(1, 1, tile, tile)).astype(np.float32)
     predictor.probabilities(x[:, :, :256, :256])  # warm-up
     t0 = time.perf_counter()
     for _ in range(n):
         predictor.probabilities(x)
-    return (time.perf_counter() - t0) * cells / (n * tile * tile)
+    seconds = (time.perf_counter() - t0) * cells / (n * tile * tile)
+    allocator.release_heap()
+    return seconds
 
 
 def main(argv=None):
@@ -140,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-previous", action="store_true", help="do not run the previous defaults (no speed-up line)")
+    ap.add_argument("--skip-reuse", action="store_true", help="do not run the reuse-memory option")
     ap.add_argument("--keep", default=None, help="folder to keep the DEM and outputs in (default: a temp folder)")
     args = ap.parse_args(argv)
 
@@ -165,7 +174,9 @@ def main(argv=None):
         fwd_after = forward_once(model_path, args.device, cells)
         fwd = (fwd_before + fwd_after) / 2
         old = None if args.skip_previous else run_one(dem, model_path, work, "previous", args.device, PREVIOUS_DEFAULTS)
-        for label, r in (("new defaults", new), ("previous defaults", old)):
+        reuse = None if args.skip_reuse else run_one(dem, model_path, work, "reuse", args.device, {"reuse_memory": True})
+        fwd_reuse = None if reuse is None else forward_once(model_path, args.device, cells, reuse_memory=True)
+        for label, r in (("new defaults", new), ("previous defaults", old), ("new defaults + reuse memory", reuse)):
             if r is None:
                 continue
             print(f"{label}: {r['tiles']} tiles of {r['tile_size'][0]} + 2 x {r['margin']} margin, "
@@ -183,6 +194,11 @@ def main(argv=None):
         print(f"RATIO TO ONE FORWARD PASS: {new['wall'] / fwd:.3f}   (target <= 1.4 with torch)")
         print(f"PEAK RSS: {new['rss_gb']:.2f} GB   (target < 1.5)")
         print("ENGINES: torch float32 only (no faster CPU engine is offered)")
+        if reuse is not None:
+            same = (gdal.Open(new["cls"]).ReadAsArray() == gdal.Open(reuse["cls"]).ReadAsArray()).mean()
+            print(f"REUSE MEMORY OPTION: speed-up {new['wall'] / reuse['wall']:.3f} over the new defaults, peak RSS "
+                  f"{reuse['rss_gb']:.2f} GB, classes identical on {100 * same:.3f} % of cells; "
+                  f"{reuse['wall'] / fwd_reuse:.3f}x a forward-only pass that reuses memory too ({fwd_reuse:.1f} s)")
         print(f"throughput: {cells / 1e6 / new['wall']:.3f} MP/s of DEM; load after {os.getloadavg()[0]:.2f}")
 
 

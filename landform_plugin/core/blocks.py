@@ -28,7 +28,6 @@ command where this package is importable) or a local cluster started in this
 process. Dask, not this module, schedules, retries
 tasks whose worker died, and balances the load.
 """
-import ctypes
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from osgeo import gdal
 
+from .allocator import settle_allocator, tune_worker
 from .errors import Cancelled, LandformError, MissingDependency
 from .outputs import OutputSet, write_failure
 from .progress import Progress
@@ -60,12 +60,6 @@ RAW_BLOCK_OPTIONS = [o for o in BLOCK_OPTIONS if not o.startswith(("COMPRESS", "
 RAW_SHARE_OF_FREE = 0.25
 WAIT_POLL_S = 0.5  # how often the client looks for finished blocks and for a cancel
 ASSEMBLY_CACHE_BYTES = 128 << 20  # GDAL block cache while outputs are assembled
-# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, so every freed heap array goes back
-# to the OS and the next one page-faults in again; measured on a 4096^2 DEM, 2 workers of 1 thread:
-# total CPU seconds 261 -> 242 with 256 MiB (one process: 230).
-WORKER_TRIM_THRESHOLD = 256 << 20  # bytes of freed heap a worker keeps before returning it to the OS
-MMAP_THRESHOLD = 1 << 20  # arrays from this size on are mapped from and returned to the OS directly
-ARENA_MAX = 2  # glibc heaps shared by a block process's threads (see settle_allocator)
 
 
 @dataclass(frozen=True)
@@ -153,41 +147,8 @@ def execute(job, task: Task, progress: Optional[Progress] = None) -> dict:
 
 def execute_on_worker(job, task: Task) -> dict:
     """``execute`` on a Dask worker, whose allocator Dask's nanny set up for small objects."""
-    _mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
+    tune_worker()
     return execute(job, task)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
-_MALLOPT_DONE = set()
-
-
-def _mallopt(param: int, value: int) -> None:
-    """glibc ``mallopt(param, value)`` once per process (nothing elsewhere: macOS, Windows, musl)."""
-    if param in _MALLOPT_DONE:
-        return
-    _MALLOPT_DONE.add(param)
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(param, value)
-    except (OSError, AttributeError):
-        pass
-
-
-def settle_allocator() -> None:
-    """Arrays of 1 MiB and more straight from and back to the OS, in every process that runs blocks.
-
-    glibc raises its mmap threshold to the size of each large array freed (up to 32 MiB), after
-    which a block's tile inputs, probabilities and pieces (4-100 MB, made in three threads) come
-    from per-thread heaps that fragment and keep their peak. Measured on a 4096^2 DEM (one process,
-    2048 tiles): peak RSS 2.17 -> 1.85 GB.
-
-    Outside QGIS, the smaller allocations of the reader, the writer and torch's threads also share
-    ARENA_MAX heaps instead of one each (set before torch starts its threads): 8192^2, FCN-ResNet18,
-    one process, peak RSS 1.45-1.54 -> 1.37-1.46 GB (three runs each). Inside QGIS the desktop's
-    own threads keep their heaps (its rendering allocates from many).
-    """
-    _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    if "qgis.core" not in sys.modules:
-        _mallopt(M_ARENA_MAX, ARENA_MAX)
 
 
 # ----------------------------------------------------------------------------- engines
