@@ -13,8 +13,9 @@ Windows, musl) every function does nothing.
   the OS, each one page-faults in zeroed pages, which on the 2-core VM this was measured on was
   a third of the pass; from the heap, each reuses what a layer before freed. It costs memory:
   the other threads' arrays made during the pass come from the heap too and fragment it.
-  Measured on an 8192^2 DEM, FCN-ResNet18, one process (bench/classify.py): wall 48.7 s and
-  peak RSS 1.26 GB by default, 39.4 s and 1.81 GB with the option.
+  Measured on an 8192^2 DEM, FCN-ResNet18, one process (bench/classify.py, two runs): wall
+  50.5-51.5 s and peak RSS 1.25-1.27 GB by default, 36.1-43.4 s and 1.80-1.81 GB with the option
+  (1.16-1.43x faster); the bare forward pass over the same cells 1.42x faster.
 """
 import contextlib
 import ctypes
@@ -33,9 +34,11 @@ ARENA_MAX = 2  # glibc heaps shared by a block process's threads (see settle_all
 # total CPU seconds 261 -> 242 with 256 MiB (one process: 230).
 WORKER_TRIM_THRESHOLD = 256 << 20  # bytes of freed heap a worker keeps before returning it to the OS
 # During a forward pass with reuse: freed memory at the heap's top is kept (mallopt takes an int);
-# between passes at most HEAP_KEPT_BETWEEN_PASSES stays for the next one. Keeping 512 MiB and never
-# trimming was faster still (35.5 s) but peaked at 2.27 GB; trimming everything after each pass
-# gave 43.3 s and 1.88 GB (same DEM and model as above).
+# between passes at most HEAP_KEPT_BETWEEN_PASSES stays for the next one. Tried on the same DEM and
+# model (one run each, default settings 48.7 s and 1.26 GB in the same hour): keeping 512 MiB and
+# never trimming, 35.5 s and 2.27 GB; trimming everything after each pass, 43.3 s and 1.88 GB;
+# the kept 256 MiB, 39.4 s and 1.81 GB; a 32 MiB mmap threshold during the pass instead of no mmap
+# at all, no gain and 1.58-1.61 GB.
 FORWARD_TRIM_THRESHOLD = 1 << 30
 HEAP_KEPT_BETWEEN_PASSES = 256 << 20
 
@@ -106,7 +109,7 @@ def heap_reused_during():
 
     A process-wide setting while it lasts: other threads' large arrays made meanwhile come from
     the heap too. The CPU forward pass of FCN-ResNet18 on a 2304^2 tile, alone in a process:
-    2.7-2.9 s with every tensor mapped fresh, 1.6-1.7 s reusing the heap.
+    2.7-3.2 s with every tensor mapped fresh, 1.6-1.7 s reusing the heap.
     """
     lib = _glibc()
     if lib is None:
