@@ -28,10 +28,16 @@ fixed neighbourhood on the raster (or a global constant), never of the tile:
 - ``"affine"``: ``(value - offset) / scale`` with global constants (for
   slope, hillshade, ... : e.g. slope / 45 degrees); tile-independent.
 
-NoData cells (NaN after ``rasters.read_window``) get ``FILL_VALUE`` (0, the
-"equal to its surroundings" level) in every channel and are returned in the
-``valid`` mask; the predictor forces class 0 ("no data") there.
+NoData
+------
+Before anything is computed, NoData cells (NaN after ``rasters.read_window``: voids, a coast,
+cells past a geographic DEM's coverage) up to VOID_FILL_M from the nearest elevation are filled
+by GDAL's FillNodata (inverse-distance interpolation from the edge of the gap), so the network
+sees terrain that continues instead of a flat plate with a cliff around it. Cells still empty
+get ``FILL_VALUE`` (0, the "equal to its surroundings" level) in every channel. Either way they
+are returned in the ``valid`` mask and the predictor forces class 0 ("no data") there.
 """
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +45,14 @@ import numpy as np
 from .errors import LandformError
 
 FILL_VALUE = 0.0
+# NoData filled up to this far from the nearest elevation before the input is made. Measured by
+# bench/robustness.py (six held-out DEMs at 90 m, the bundled default model), share of cells
+# whose class changes when 5 % of the DEM is cut out as 0.5-2 km voids, without -> with the fill:
+# within 1 km of a void 14.25 -> 2.36 %, beyond 1 km 1.64 -> 0.25 %; the clean maps' agreement
+# with the rules PA 90.35 -> 90.55 %, MIoU 75.42 -> 75.90 % (their own NoData and edges). Reaching
+# 16, 40 or 100 cells (1.4, 3.6, 9 km) gave the same within 0.02 points, except the half-DEM cut at
+# 1-3 km (2.03, 1.78, 1.75 % against 2.46 % without). A 2638^2 window with NoData pays 0.06-0.7 s.
+VOID_FILL_M = 2000.0
 DEFAULT_LOCAL_WINDOW_M = 10_000.0
 DEFAULT_RELIEF_SCALE_M = 500.0
 
@@ -103,7 +117,13 @@ def halo_pixels(factors: Sequence[str], normalisation: Dict[str, dict], pixel_si
         if rule["method"] == "local_mean":
             # a local mean of a terrain factor needs the factor itself exact over its window
             halo = max(halo, local_radius_px(rule, pixel_size_m) + (0 if f == "dem" else factor_halo))
-    return halo
+    # a filled NoData cell takes its value from elevations up to fill_reach_px farther out
+    return halo + fill_reach_px(pixel_size_m)
+
+
+def fill_reach_px(pixel_size_m: float) -> int:
+    """How far (cells) ``fill_voids`` reaches from an elevation into NoData: VOID_FILL_M."""
+    return max(1, int(math.ceil(VOID_FILL_M / float(pixel_size_m))))
 
 
 def box_mean(values: np.ndarray, radius: int) -> np.ndarray:
@@ -172,6 +192,8 @@ def make_input(
     """
     h = int(halo)
     core = (slice(h, elev.shape[0] - h), slice(h, elev.shape[1] - h))
+    valid = np.isfinite(elev[core])
+    elev = fill_voids(elev, pixel_size_m)
     layers = {}
     terrain_factors = [f for f in factors if f != "dem"]
     if terrain_factors:
@@ -194,13 +216,30 @@ def make_input(
             layers[f] = np.asarray(computed[f], dtype=np.float32)
     if "dem" in factors:
         layers["dem"] = elev
-    valid = np.isfinite(elev[core])
     chans = []
     for f in factors:
         arr = normalise(layers[f], normalisation[f], pixel_size_m)[core]
-        arr = np.where(valid & np.isfinite(arr), arr, np.float32(FILL_VALUE))
+        arr = np.where(np.isfinite(arr), arr, np.float32(FILL_VALUE))  # filled voids keep their values
         chans.append(arr.astype(np.float32, copy=False))
     return np.stack(chans, axis=0), valid
+
+
+def fill_voids(elev: np.ndarray, pixel_size_m: float) -> np.ndarray:
+    """``elev`` with its NaN cells within VOID_FILL_M of an elevation interpolated from the gap's
+    edge (GDAL FillNodata, no smoothing; NaN stays NaN farther away); ``elev`` itself when it has
+    no NaN or nothing but NaN."""
+    bad = ~np.isfinite(elev)
+    if not bad.any() or bad.all():
+        return elev
+    from osgeo import gdal
+
+    ds = gdal.GetDriverByName("MEM").Create("", elev.shape[1], elev.shape[0], 1, gdal.GDT_Float32)
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(float("nan"))
+    band.WriteArray(np.where(bad, np.float32(np.nan), elev).astype(np.float32, copy=False))
+    if gdal.FillNodata(band, None, fill_reach_px(pixel_size_m), 0) != 0:
+        raise LandformError(f"Could not fill the DEM's NoData cells: {gdal.GetLastErrorMsg()}")
+    return band.ReadAsArray()
 
 
 def reflect_pad(a: np.ndarray, pads) -> np.ndarray:

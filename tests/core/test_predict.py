@@ -483,7 +483,9 @@ def test_steady_option_on_a_real_dem(dems, random_model, tmp_path):
     back = lambda q: np.rot90(q, -1, axes=(1, 2))  # noqa: E731
     err_all = np.abs(back(probs["rot", "all"]) - probs["dem", "all"]).max()
     err_off = np.abs(back(probs["rot", "off"]) - probs["dem", "off"]).max()
-    assert err_all < 1e-4 < err_off, (err_all, err_off)
+    # not exactly 0: past the DEM's edge the local mean's window holds elevations extrapolated by
+    # GDAL's FillNodata (inputs.fill_voids), whose search is not exactly rotation-symmetric
+    assert err_all < 1e-3 and err_off > 0.03, (err_all, err_off)
     with pytest.raises(LandformError, match="Unknown 'steady' choice"):
         classify_raster(paths["dem"], random_model, str(tmp_path / "x.tif"), device="cpu", steady="sometimes")
 

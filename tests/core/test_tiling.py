@@ -137,9 +137,28 @@ def test_local_mean_normalisation_ignores_absolute_height():
     assert np.abs(low).max() < 0.05  # 3 m of noise / 500 m
 
 
-def test_nodata_gets_fill_value():
-    a = np.full((50, 50), 100.0, np.float32)
-    a[10:20, 10:20] = np.nan
-    c, valid = inputs.make_input(a, 0, ["dem"], {"dem": inputs.default_normalisation("dem")}, 30.0)
-    assert not valid[10:20, 10:20].any() and valid.sum() == 2500 - 100
-    assert (c[0, 10:20, 10:20] == inputs.FILL_VALUE).all()
+def test_nodata_is_filled_from_its_edge_up_to_the_reach_and_stays_invalid():
+    """A void in a tilted plane is filled with the plane (the network sees the terrain go on,
+    not a flat plate with a cliff around it); cells farther than VOID_FILL_M from any elevation
+    get FILL_VALUE; NoData cells stay out of the valid mask either way."""
+    px = 90.0
+    reach = inputs.fill_reach_px(px)
+    assert reach == 23  # 2 km at 90 m
+    yy, xx = np.mgrid[0:300, 0:300].astype(np.float32)
+    plane = 1000.0 + 3.0 * xx + 1.0 * yy
+    a = plane.copy()
+    a[40:60, 40:60] = np.nan  # a 1.8 km void
+    a[100:300, 100:300] = np.nan  # a corner of NoData 18 km wide
+    rule = inputs.default_normalisation("dem")
+    c, valid = inputs.make_input(a, 0, ["dem"], {"dem": rule}, px)
+    assert (valid == np.isfinite(a)).all()
+    filled = inputs.fill_voids(a, px)
+    assert np.isfinite(filled[40:60, 40:60]).all()
+    err = np.abs(filled[40:60, 40:60] - plane[40:60, 40:60])
+    flat = np.abs(plane[40:60, 40:60].mean() - plane[40:60, 40:60])  # a plate at the void's true mean height
+    assert err.mean() < 0.4 * flat.mean() and err.max() < 0.5 * flat.max()
+    assert np.isfinite(filled[100 : 100 + reach, 100:150]).all()  # within reach of the data
+    far = np.isnan(filled)
+    assert far[150:, 150:].all() and (c[0][far] == inputs.FILL_VALUE).all()
+    assert (c[0][~far & ~valid] != inputs.FILL_VALUE).mean() > 0.9  # the filled cells carry terrain
+    assert inputs.fill_voids(plane, px) is plane  # nothing to fill: no copy
