@@ -250,7 +250,9 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
         if labelled.mean() >= cfg.min_labelled:
             raw = read_window(band, win, None)
             dx, dy = _window_cell_sizes(gi, win)
-            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy)
+            # where the DEM lies in the window (terrain.window_raster_box), as classification has it
+            box = (halo - win.y0, halo - win.y0 + gi.height, halo - win.x0, halo - win.x0 + gi.width)
+            x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy, raster_box=box)
             chips.append(_save_chip(tmp, len(chips), i, win, x, y, len(classes)))
             totals += chips[-1]["class_counts"]
             kept += 1
@@ -316,7 +318,7 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
             win = Window(ix0, iy0, ix1 - ix0, iy1 - iy0, halo)
             raw = read_window(z_band, win, None)
             box = None
-            if cut and any(f != "dem" for f in factors):  # 3x3 factors at the crop's edge as gdaldem -compute_edges
+            if cut:  # the crop's edge is the raster's: NoData carried past it, 3x3 factors as gdaldem -compute_edges
                 box = (by0 - (iy0 - halo), by1 - (iy0 - halo), bx0 - (ix0 - halo), bx1 - (ix0 - halo))
             dx, dy = _window_cell_sizes(gi, win)
             x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy, raster_box=box)

@@ -186,14 +186,15 @@ def make_input(
     ``elev``: float32 elevation of the window plus ``halo`` cells on each side,
     NaN for NoData / outside the raster (as ``rasters.read_window`` returns).
     ``raster_box``: where the raster lies in ``elev`` (``terrain.window_raster_box``),
-    so 3x3 factors on the raster's own edge follow gdaldem's -compute_edges rule.
+    so NoData is filled past its straight edges as ``fill_voids`` says and 3x3 factors on the
+    raster's own edge follow gdaldem's -compute_edges rule.
     Returns ``(channels, valid)``: float32 (C, h, w) for the window core and its
     bool validity mask (h, w). NoData cells hold ``FILL_VALUE`` in every channel.
     """
     h = int(halo)
     core = (slice(h, elev.shape[0] - h), slice(h, elev.shape[1] - h))
     valid = np.isfinite(elev[core])
-    elev = fill_voids(elev, pixel_size_m)
+    elev = fill_voids(elev, pixel_size_m, raster_box)
     layers = {}
     terrain_factors = [f for f in factors if f != "dem"]
     if terrain_factors:
@@ -224,10 +225,38 @@ def make_input(
     return np.stack(chans, axis=0), valid
 
 
-def fill_voids(elev: np.ndarray, pixel_size_m: float) -> np.ndarray:
-    """``elev`` with its NaN cells within VOID_FILL_M of an elevation interpolated from the gap's
-    edge (GDAL FillNodata, no smoothing; NaN stays NaN farther away); ``elev`` itself when it has
-    no NaN or nothing but NaN."""
+def fill_voids(elev: np.ndarray, pixel_size_m: float,
+               raster_box: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
+    """``elev`` with its NaN cells within ``fill_reach_px`` of an elevation filled; NaN stays
+    farther away; ``elev`` itself when there is nothing to fill.
+
+    Inside the raster (all of the array without ``raster_box``): GDAL's FillNodata, an
+    inverse-distance interpolation from the gap's edge, no smoothing. Past the raster's own
+    straight edges (``raster_box``: where the raster lies in the array): its edge values carried
+    straight out, which does the same there (bench/robustness.py, the DEM cut in half, cells 1-3
+    km from the cut that change: 1.93 % with FillNodata, 1.95 % carried out, 2.46 % unfilled) for
+    a tenth of the time (FillNodata took 0.5 s per 2638^2 tile at a 30 m DEM's edge).
+    """
+    bad = ~np.isfinite(elev)
+    if not bad.any() or bad.all():
+        return elev
+    rows, cols = elev.shape
+    r0, r1, c0, c1 = (0, rows, 0, cols) if raster_box is None else raster_box
+    r0, r1, c0, c1 = max(0, r0), min(rows, r1), max(0, c0), min(cols, c1)
+    if r0 >= r1 or c0 >= c1:
+        return elev
+    inner = _fill_nodata(elev[r0:r1, c0:c1], pixel_size_m)
+    if (r0, r1, c0, c1) == (0, rows, 0, cols):
+        return inner
+    reach = fill_reach_px(pixel_size_m)
+    pr0, pr1, pc0, pc1 = max(0, r0 - reach), min(rows, r1 + reach), max(0, c0 - reach), min(cols, c1 + reach)
+    out = np.full(elev.shape, np.nan, np.float32)
+    out[pr0:pr1, pc0:pc1] = np.pad(inner, ((r0 - pr0, pr1 - r1), (c0 - pc0, pc1 - c1)), mode="edge")
+    return out
+
+
+def _fill_nodata(elev: np.ndarray, pixel_size_m: float) -> np.ndarray:
+    """GDAL FillNodata of the NaN cells up to ``fill_reach_px`` away (``elev`` itself without NaN)."""
     bad = ~np.isfinite(elev)
     if not bad.any() or bad.all():
         return elev

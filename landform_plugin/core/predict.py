@@ -258,9 +258,7 @@ class ZoneModel:
         d0, e0, d1, e1 = self.zone.domain
         rx0, ry0, rx1, ry1 = max(x0, d0), max(y0, e0), min(x1, d1), min(y1, e1)
         elev = self.reader.read((rx0 - h, ry0 - h, rx1 + h, ry1 + h))
-        box = None
-        if any(f != "dem" for f in self.factors):
-            box = (e0 - (ry0 - h), e1 - (ry0 - h), d0 - (rx0 - h), d1 - (rx0 - h))
+        box = (e0 - (ry0 - h), e1 - (ry0 - h), d0 - (rx0 - h), d1 - (rx0 - h))  # where the DEM lies in elev
         px = px[: elev.shape[0]]
         chans, valid = inputs_mod.make_input(elev, h, self.factors, self.normalisation, self.px, px, px, raster_box=box)
         pads = ((0, 0), (ry0 - y0, y1 - ry1), (rx0 - x0, x1 - rx1))

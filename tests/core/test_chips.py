@@ -11,6 +11,7 @@ from scipy import ndimage
 from landform_plugin.core import chips, inputs
 from landform_plugin.core.errors import LandformError
 from landform_plugin.core.rasters import Window, open_raster, read_window
+from landform_plugin.core.terrain import window_raster_box
 
 
 def relief_labels(dem_path, out_path, codes=(1, 3, 4), nodata_code=0, radius=15):
@@ -68,8 +69,10 @@ def test_export_matches_labels_and_classifier_inputs(bt, tmp_path):
         assert y.shape == (128, 128) and y.dtype == np.uint8
         np.testing.assert_array_equal(y, bt["lab"][y0 : y0 + h, x0 : x0 + w])
         # the same input the classifier computes for these pixels (core.inputs, same halo)
-        raw = read_window(ds.GetRasterBand(1), Window(x0, y0, w, h, halo), info.nodata)
-        ref, _ = inputs.make_input(raw, halo, ["dem"], m["normalisation"], 30.0)
+        win = Window(x0, y0, w, h, halo)
+        raw = read_window(ds.GetRasterBand(1), win, info.nodata)
+        box = window_raster_box(win, info.width, info.height)  # NoData past the DEM's edge filled as classify does
+        ref, _ = inputs.make_input(raw, halo, ["dem"], m["normalisation"], 30.0, raster_box=box)
         np.testing.assert_allclose(x, ref, atol=1e-5)
         assert c["class_counts"] == np.bincount(y.ravel(), minlength=5).tolist()
         total += np.asarray(c["class_counts"])

@@ -96,7 +96,9 @@ class ClassifyLandformsAlgorithm(LandformAlgorithm):
             "<p><b>Edges.</b> Near a DEM's edge the network sees terrain on one side only, and the map can differ "
             "from a run on a larger DEM within a few km of the edge (the log says which edges hold data up to "
             "the border). To map adjacent DEM tiles, classify them together in one run (a VRT, or the tiles "
-            "listed in a text file on the command line): a mosaic has no edges between its tiles.</p>"
+            "listed in a text file on the command line): a mosaic has no edges between its tiles. NoData "
+            "(voids, sea) is filled from its edge up to 2 km before the network sees the DEM, so a void does "
+            "not disturb the map around it; those cells stay NoData in the outputs.</p>"
             "<p>Needs PyTorch and torchvision in QGIS's Python (the algorithm explains how to install them if "
             "they are missing). Reference: {paper}</p>"
         ).format(paper=PAPER_CITATION)
