@@ -209,18 +209,23 @@ def test_projected_dem_resampled_and_brought_back(dems, random_model, tmp_path):
     check_outputs(c, p, dems["bigtujunga"])
 
 
-def test_byte_confidence_is_the_float_confidence_to_within_half_a_step(dems, tmp_path):
-    """--confidence-byte: round(250 p) with scale 1/250 and NoData 255; classes unchanged. On the
-    tiny trained model (real probabilities, not a random network's near-uniform ones), with
-    NoData cells cut into the DEM."""
-    src = str(tmp_path / "holes.tif")
-    gdal.Translate(src, dems["bigtujunga"])
-    ds = gdal.Open(src, gdal.GA_Update)
+def _with_a_hole(dem: str, dst: str) -> str:
+    """A copy of ``dem`` with a 60 x 120-cell block of NoData (-9999)."""
+    gdal.Translate(dst, dem)
+    ds = gdal.Open(dst, gdal.GA_Update)
     a = ds.GetRasterBand(1).ReadAsArray()
     a[100:160, 300:420] = -9999.0
     ds.GetRasterBand(1).SetNoDataValue(-9999.0)
     ds.GetRasterBand(1).WriteArray(a)
     ds = None
+    return dst
+
+
+def test_byte_confidence_is_the_float_confidence_to_within_half_a_step(dems, tmp_path):
+    """--confidence-byte: round(250 p) with scale 1/250 and NoData 255; classes unchanged. On the
+    tiny trained model (real probabilities, not a random network's near-uniform ones), with
+    NoData cells cut into the DEM."""
+    src = _with_a_hole(dems["bigtujunga"], str(tmp_path / "holes.tif"))
     runs = {}
     for key, as_byte in (("float", False), ("byte", True)):
         c, p = str(tmp_path / f"{key}_c.tif"), str(tmp_path / f"{key}_p.tif")
@@ -245,14 +250,7 @@ def test_byte_confidence_is_the_float_confidence_to_within_half_a_step(dems, tmp
 def test_reuse_memory_option_changes_nothing_in_the_outputs(dems, tmp_path):
     """--reuse-memory only changes where the forward pass's tensors come from: classes and
     confidence bit-identical to a default run, on a real DEM with NoData holes and several tiles."""
-    src = str(tmp_path / "holes.tif")
-    gdal.Translate(src, dems["bigtujunga"])
-    ds = gdal.Open(src, gdal.GA_Update)
-    a = ds.GetRasterBand(1).ReadAsArray()
-    a[100:160, 300:420] = -9999.0
-    ds.GetRasterBand(1).SetNoDataValue(-9999.0)
-    ds.GetRasterBand(1).WriteArray(a)
-    ds = None
+    src = _with_a_hole(dems["bigtujunga"], str(tmp_path / "holes.tif"))
     runs = {}
     for reuse in (False, True):
         c, p = str(tmp_path / f"{reuse}_c.tif"), str(tmp_path / f"{reuse}_p.tif")
