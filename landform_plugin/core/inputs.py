@@ -266,7 +266,8 @@ def _fill_nodata(elev: np.ndarray, pixel_size_m: float) -> np.ndarray:
     band = ds.GetRasterBand(1)
     band.SetNoDataValue(float("nan"))
     band.WriteArray(np.where(bad, np.float32(np.nan), elev).astype(np.float32, copy=False))
-    if gdal.FillNodata(band, None, fill_reach_px(pixel_size_m), 0) != 0:
+    # its work rasters in memory: by default GDAL writes them as GeoTIFFs into the current folder
+    if gdal.FillNodata(band, None, fill_reach_px(pixel_size_m), 0, options=["TEMP_FILE_DRIVER=MEM"]) != 0:
         raise LandformError(f"Could not fill the DEM's NoData cells: {gdal.GetLastErrorMsg()}")
     return band.ReadAsArray()
 
