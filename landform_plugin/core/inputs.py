@@ -189,7 +189,8 @@ def make_input(
     so NoData is filled past its straight edges as ``fill_voids`` says and 3x3 factors on the
     raster's own edge follow gdaldem's -compute_edges rule.
     Returns ``(channels, valid)``: float32 (C, h, w) for the window core and its
-    bool validity mask (h, w). NoData cells hold ``FILL_VALUE`` in every channel.
+    bool validity mask (h, w): False on the DEM's NoData, whose cells hold the filled terrain
+    (``fill_voids``) or, farther than its reach, ``FILL_VALUE`` in every channel.
     """
     h = int(halo)
     core = (slice(h, elev.shape[0] - h), slice(h, elev.shape[1] - h))
