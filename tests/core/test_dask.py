@@ -58,15 +58,17 @@ def cluster(tmp_path_factory):
         yield c
 
 
-@pytest.mark.parametrize("block_size", [512, 2048])
-def test_cluster_equals_single_process(mosaic, single_process, cluster, tmp_path, block_size):
+@pytest.mark.parametrize("block_size, reuse_memory", [(512, False), (2048, True)])
+def test_cluster_equals_single_process(mosaic, single_process, cluster, tmp_path, block_size, reuse_memory):
+    """Blocks on two workers give the single process's outputs; the reuse-memory option travels to
+    the workers and changes nothing either."""
     s0, c0, p0 = single_process
     c, p = str(tmp_path / "c.tif"), str(tmp_path / "p.tif")
     msgs = []
     from landform_plugin.core.progress import Progress
 
     s = classify_raster(mosaic, TINY, c, p, block_size=block_size, engine=blocks.DaskEngine(cluster.address),
-                        progress=Progress(log=msgs.append), **KW)
+                        progress=Progress(log=msgs.append), reuse_memory=reuse_memory, **KW)
     assert any("Dask cluster tcp://127.0.0.1:" in m and "2 workers" in m for m in msgs), msgs
     assert s["blocks"] >= (4 if block_size == 512 else 2)
     assert (read(c) == c0).all(), f"{(read(c) != c0).sum()} cells differ"
