@@ -91,14 +91,8 @@ def settle_allocator() -> None:
 def tune_worker() -> None:
     """A Dask worker keeps WORKER_TRIM_THRESHOLD of freed heap (its nanny set 64 KiB)."""
     global _trim_threshold
-    if M_TRIM_THRESHOLD in _done:
-        return
-    _done.add(M_TRIM_THRESHOLD)
-    lib = _glibc()
-    if lib is not None:
-        with _lock:
-            _trim_threshold = WORKER_TRIM_THRESHOLD
-            lib.mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
+    _trim_threshold = WORKER_TRIM_THRESHOLD  # what heap_reused_during and release_heap restore
+    _mallopt_once(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
 
 
 @contextlib.contextmanager

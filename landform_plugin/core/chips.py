@@ -47,6 +47,7 @@ from .layers import Grid, labels_on_grid, model_labels, parse_mapping, resolve_m
 from .outputs import OutputSet
 from .progress import Progress
 from .schema import add_cli_options, from_cli
+from .terrain import window_raster_box
 from .rasters import (
     RasterInfo,
     Window,
@@ -250,8 +251,7 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
         if labelled.mean() >= cfg.min_labelled:
             raw = read_window(band, win, None)
             dx, dy = _window_cell_sizes(gi, win)
-            # where the DEM lies in the window (terrain.window_raster_box), as classification has it
-            box = (halo - win.y0, halo - win.y0 + gi.height, halo - win.x0, halo - win.x0 + gi.width)
+            box = window_raster_box(win, gi.width, gi.height)  # where the DEM lies in the window, as classify has it
             x, _valid = inputs.make_input(raw, halo, factors, norm, grid.pixel_size_m, dx, dy, raster_box=box)
             chips.append(_save_chip(tmp, len(chips), i, win, x, y, len(classes)))
             totals += chips[-1]["class_counts"]
