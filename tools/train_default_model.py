@@ -206,13 +206,18 @@ def merge_chip_folders(parts, out_dir: str) -> dict:
     return merged
 
 
-def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False, init=None):
+def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False, init=None,
+                lr=None, consistency=None):
     """Train from scratch, or fine-tune the model file ``init`` (the robust recipe)."""
     from landform_plugin.core import train
 
     args = dict(FINETUNE_ARGS if init else TRAIN_ARGS)
     if epochs:
         args["epochs"] = int(epochs)
+    if lr:
+        args["lr"] = float(lr)
+    if consistency:
+        args["consistency"] = float(consistency)
     cfg = train.TrainConfig(chips=os.path.join(work, "chips"), out=os.path.join(work, "model_fp32.safetensors"),
                             max_minutes=minutes, resume="auto" if resume else None, init_model=init, **args)
     res = train.train(cfg, Progress(log=log))
@@ -238,7 +243,7 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     return model, spec, scores
 
 
-def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None) -> str:
+def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None, options: str = "") -> str:
     """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst`` (``init``: the
     clean model the robust recipe fine-tuned)."""
     import torch
@@ -255,7 +260,7 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None) -> str:
         train_dems=list(TRAIN_DEMS), held_out_dems=list(HOLDOUT_DEMS),
         data_grid=f"each DEM on its {PIXEL_SIZE_M:g} m processing lattice (core.grid)",
         command="nice -n 10 .venv/bin/python tools/train_default_model.py"
-                + (f" --robust --init {os.path.relpath(init, REPO)}" if init else ""),
+                + (f" --robust --init {os.path.relpath(init, REPO)}" if init else "") + options,
     )
     spec["training"]["chips"] = os.path.relpath(chip_dir, REPO)
     if init:
@@ -291,6 +296,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=["all", "prepare", "train", "pack"], default="all")
     ap.add_argument("--epochs", type=int, default=None, help=f"override the planned epochs ({TRAIN_ARGS['epochs']})")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
+    ap.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    ap.add_argument("--consistency", type=float, default=None,
+                    help="weight of core.train's shift/flip consistency term (default 0: off)")
     ap.add_argument("--robust", action="store_true",
                     help=f"the robust recipe: add {ROBUST_COPIES} perturbed copies of each training DEM and fine-tune "
                          "the clean model given by --init")
@@ -308,9 +316,12 @@ def main(argv=None) -> int:
     if args.stage in ("all", "prepare"):
         prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0)
     if args.stage in ("all", "train"):
-        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, init)
+        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, init, args.lr, args.consistency)
     if args.stage in ("all", "train", "pack"):
-        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init)
+        options = "".join(f" --{k} {v:g}" for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                                       ("consistency", args.consistency)) if v)
+        pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init,
+             options)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
     return 0
 

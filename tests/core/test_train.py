@@ -178,3 +178,40 @@ def test_fine_tune_starts_from_the_model_file(chip_dir, tmp_path, repo_root):
     default = os.path.join(repo_root, "models", "default_model.safetensors")
     with pytest.raises(LandformError, match="expects input factors"):
         train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "x.safetensors"), init_model=default))
+
+
+def test_view_consistency_loss_lines_up_views_and_penalises_stride_dependence():
+    """A pointwise network gives the same probabilities whatever the view's offset, flip or
+    rotation, so the term is zero only if the view is cut and turned back exactly; a strided
+    one depends on the phase, and the term says so."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 64, 64)
+    y = torch.randint(0, 5, (2, 64, 64))
+    y[0, :10] = 255  # unlabelled rows do not count
+    pointwise = nn.Sequential(nn.Conv2d(1, 8, 1), nn.ReLU(), nn.Conv2d(8, 5, 1))
+    strided = nn.Sequential(nn.Conv2d(1, 8, 3, stride=4, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1),
+                            nn.Upsample(scale_factor=4, mode="bilinear"))
+    rng = np.random.default_rng(3)
+    with torch.no_grad():
+        flat = [float(train.view_consistency_loss(pointwise, x, y, pointwise(x), rng, shift=16)) for _ in range(16)]
+        bumpy = [float(train.view_consistency_loss(strided, x, y, strided(x), rng, shift=16)) for _ in range(16)]
+    assert max(flat) < 1e-6, flat
+    assert min(bumpy) >= 0 and max(bumpy) > 1e-3, bumpy
+    # the whole chip's prediction is the target: no gradient flows into it
+    logits = pointwise(x)
+    train.view_consistency_loss(strided, x, y, logits, rng, shift=16).backward()
+    assert all(p.grad is None for p in pointwise.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in strided.parameters())
+
+
+def test_consistency_weight_adds_to_the_loss_and_is_recorded(chip_dir, tmp_path):
+    common = dict(chips=chip_dir, architecture="fcn_resnet18", epochs=1, max_iterations=1, batch_size=4,
+                  seed=1, threads=2, checkpoint_every_epoch=False)
+    plain = train.train(train.TrainConfig(out=str(tmp_path / "a.safetensors"), **common))
+    steady = train.train(train.TrainConfig(out=str(tmp_path / "b.safetensors"), consistency=2.0, **common))
+    # the same first batch and initial weights: the cross-entropy is equal, the sum is larger
+    assert steady.history[0]["train_loss"] > plain.history[0]["train_loss"] + 1e-4
+    assert modelfile.read_spec(steady.model_path)["training"]["consistency"] == 2.0
