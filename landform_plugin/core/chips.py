@@ -20,9 +20,11 @@ A raster of class codes (reprojected and resampled NEAREST onto the DEM's
 processing grid) or a polygon layer with a class field (any OGR-readable file,
 rasterised onto that grid, pixel centres inside polygons). User codes are
 mapped to model classes by ``code_mapping`` (default: 0-4 are the paper's
-classes); a code may map to ``"ignore"``. Pixels where the DEM has NoData are
-class 0 "no data" as in the paper; DEM pixels without a label are ignored
-(255) by the loss. The boundary strategy (core.label_strategies) is applied to
+classes); a code may map to ``"ignore"``. DEM pixels without a label are ignored
+(255) by the loss, and so are pixels where the DEM has NoData: classification
+gives them class 0 "no data" from the DEM's mask, never from the network, and
+their input holds the terrain filled in from around them (core.inputs.fill_voids),
+which the network could not tell from real terrain. The boundary strategy (core.label_strategies) is applied to
 the whole label grid before chips are cut.
 
 Chips are ``chip_size`` squares without overlap (the paper: 1024), aligned to
@@ -239,6 +241,7 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
     lab = model_labels(idx, codes, mapping, dem_valid, grid.source)
     del idx
     lab = apply_strategy(lab, cfg.strategy, cfg.buffer_px, seed=cfg.seed + i)
+    lab[~dem_valid] = IGNORE_INDEX  # class 0 comes from the DEM's mask (module docstring)
     sp.update(10)
     halo = inputs.halo_pixels(factors, norm, grid.pixel_size_m)
     wins = [Window(x0, y0, cs, cs, halo) for y0 in range(0, gi.height - cs + 1, cs) for x0 in range(0, gi.width - cs + 1, cs)]
@@ -277,14 +280,13 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
     the elevations and, when the copy is a crop, the input computed on the crop alone and
     mirrored past the crop's edges (as for a projected DEM's edge). Its labels are those of
     the clean, whole DEM, so the network learns to give the clean DEM's class from a noisy,
-    holed or cut one. Cells past a crop's edge are ignored by the loss; voids are class 0
-    ("no data"), as classification writes them. The copies are made in memory (a few times
+    holed or cut one. Cells past a crop's edge and in voids are ignored by the loss
+    (classification takes "no data" from the DEM's mask). The copies are made in memory (a few times
     the DEM's size in float32).
     """
     from osgeo import gdal_array
 
     from . import perturb
-    from .labels import NODATA_CLASS
 
     cs = int(cfg.chip_size)
     gi = grid.info
@@ -312,7 +314,7 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
             zw = z[y0 : y0 + cs, x0 : x0 + cs]
             y = lab[y0 : y0 + cs, x0 : x0 + cs].copy()
             y[~inside] = IGNORE_INDEX
-            y[inside & ~np.isfinite(zw) & (y != IGNORE_INDEX)] = NODATA_CLASS
+            y[~np.isfinite(zw)] = IGNORE_INDEX  # voids: class 0 from the mask, as for the DEM's own NoData
             if ((y != IGNORE_INDEX) & np.isfinite(zw)).mean() < cfg.min_labelled:
                 continue
             win = Window(ix0, iy0, ix1 - ix0, iy1 - iy0, halo)

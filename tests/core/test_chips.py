@@ -168,4 +168,15 @@ def test_pixel_size_and_ignore_strategy(bt, tmp_path):
     assert "Transverse_Mercator" in m2["sources"][0]["crs_wkt"] and m2["pixel_size_m"] == 90.0
     g = m2["sources"][0]
     assert len(m2["chips"]) == (g["width"] // 64) * (g["height"] // 64) >= 4
+    # the warp's empty corners: no elevation, so no label (classification takes class 0 from the mask)
+    lattice = chips.chip_grid(bt["geo_dem"], 90.0)
+    z = lattice.ds.GetRasterBand(1).ReadAsArray()
+    empty = 0
+    for c in m2["chips"]:
+        x0, y0, w, h = c["window"]
+        y, nodata = np.load(tmp_path / "g" / c["y"]), ~np.isfinite(z[y0 : y0 + h, x0 : x0 + w])
+        np.testing.assert_array_equal(y[nodata], 255)
+        assert (y[~nodata] != 0).all()
+        empty += int(nodata.sum())
+    assert empty > 0 and m2["class_counts"][0] == 0
     assert m["label_strategy"] == {"name": "ignore", "buffer_px": 2, "seed": 0}

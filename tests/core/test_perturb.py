@@ -77,7 +77,7 @@ def test_robust_copies_keep_clean_labels_and_compute_inputs_as_classification(ro
     ds, info = open_raster(r["dem"])
     z_clean = ds.GetRasterBand(1).ReadAsArray().astype(np.float32)
     halo = inputs.halo_pixels(r["factors"], m["normalisation"], 30.0)
-    crossing = 0
+    crossing = holed = 0
     for c in copies:
         x0, y0, w, h = c["window"]
         x = np.load(d / "robust" / c["x"])
@@ -91,11 +91,12 @@ def test_robust_copies_keep_clean_labels_and_compute_inputs_as_classification(ro
         inside[max(by0 - y0, 0) : by1 - y0, max(bx0 - x0, 0) : bx1 - x0] = True
         ref = lab[y0 : y0 + h, x0 : x0 + w]
         zw = copy.z[y0 : y0 + h, x0 : x0 + w]
-        # labels: the clean DEM's inside the crop, "no data" in voids, ignored past the crop
+        # labels: the clean DEM's inside the crop, ignored in voids and past the crop
         np.testing.assert_array_equal(y[~inside], 255)
         keep = inside & np.isfinite(zw)
         np.testing.assert_array_equal(y[keep], ref[keep])
-        assert (y[inside & ~np.isfinite(zw)] == 0).all()
+        assert (y[~np.isfinite(zw)] == 255).all()
+        holed += bool((inside & ~np.isfinite(zw)).any())
         if inside.all():
             continue
         crossing += 1
@@ -114,7 +115,7 @@ def test_robust_copies_keep_clean_labels_and_compute_inputs_as_classification(ro
         core, _ = inputs.make_input(raw, halo, r["factors"], m["normalisation"], 30.0, raster_box=box)
         pads = ((0, 0), (iy0 + by0 - y0, y0 + h - (iy1 + by0)), (ix0 + bx0 - x0, x0 + w - (ix1 + bx0)))
         np.testing.assert_allclose(x, inputs.reflect_pad(core, pads), atol=1e-5)
-    assert crossing >= 1  # at least one chip shows a crop's edge
+    assert crossing >= 1 and holed >= 1  # at least one chip shows a crop's edge, one a void
 
     # the same seed gives the same copies
     again = chips.export_chips(chips.ChipConfig(**{**r["cfg"].__dict__, "out_dir": str(d / "again")}))
