@@ -94,15 +94,17 @@ TOP_BAND_NAME = "Top-class confidence"
 # Tiles abut (overlap 0: every cell is predicted once, by the tile that holds it) and each is
 # predicted with DEFAULT_MARGIN cells of context on every side, cropped from its output. The margin
 # comes from the curve of bench/receptive_field.py: the bundled FCN-ResNet18 on the Boulder sample
-# (90 m, held out), windows of 384 cells predicted alone vs one whole-raster pass, by distance to the
+# (90 m, held out), windows of 512 cells predicted alone vs one whole-raster pass, by distance to the
 # window's border (cells):
 #     distance        0-8    32-48   64-96   96-128  128-160  160-192  192-256  256-384
-#     class changes % 5.5    2.6     1.1     0.34    0.058    0.0062   0.0012   0
-#     mean max |dp|   5e-2   2.7e-2  1.1e-2  3.2e-3  5.0e-4   6.1e-5   1.5e-6   1.7e-8
-# With 128 cells of context a kept cell is at least 128 cells from any cut: on a 2048 tile about
-# 1 cell in 10^4 changes class against a whole-raster pass (only the 128-192 band, 11 % of the
-# tile, changes at all), for a network input of (2048 + 256)^2 / 2048^2 = 1.27x the cells (the
+#     class changes % 7.7    0.79    0.22    0.11    0.013    0        0        0
+#     mean max |dp|   6.9e-2 9.1e-3  3.2e-3  1.0e-3  1.5e-4   2.6e-5   5.9e-7   3.0e-8
+# With 128 cells of context a kept cell is at least 128 cells from any cut: on a 2048 tile fewer than
+# 1 cell in 10^4 changes class against a whole-raster pass (only the 128-160 band, 6 % of the tile,
+# changes at all), for a network input of (2048 + 256)^2 / 2048^2 = 1.27x the cells (the
 # previous default, 1024 tiles at 25 % overlap with a 32-cell margin, fed the network 2.1x).
+# (The model bundled before, without the noise training, reached a little further: 0.058 % at
+# 128-160 cells and 0.0062 % at 160-192 with windows of 384.)
 # A random-weight FCN-ResNet50 (BatchNorm statistics from the DEM) reaches further (0.48 % at
 # 192-256 cells): models with a wider reach need a larger MARGIN, which the parameter allows.
 DEFAULT_MARGIN = 128
@@ -126,8 +128,8 @@ FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a t
 # (bench/robustness.py). Averaging the probabilities of the 8 flipped / rotated copies of each tile
 # makes the map the same whatever the orientation, for 8x the forward passes; the 4 flips are the
 # cheaper half. It does not remove the network's dependence on where the terrain falls on its
-# stride (a one-cell shift still changes 1.7 % of cells), nor steady it under noise (3 m of noise:
-# 4.3 % of cells change without, 4.2 % with), measured for the bundled model.
+# stride (a one-cell shift still changes 1.6 % of cells), nor steady it under noise (3 m of noise:
+# 2.3 % of cells change without, 2.2 % with), measured for the bundled model.
 VIEWS = {"off": 1, "flips": 4, "all": 8}
 
 

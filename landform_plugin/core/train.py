@@ -87,8 +87,8 @@ class TrainConfig:
     consistency: float = option(
         0.0, "CONSISTENCY", "Shift/flip consistency weight (0 = off)", minimum=0.0, maximum=100.0, advanced=True,
         help="adds this weight times the divergence between each chip's prediction and that of a copy shifted "
-             "by up to a stride, cut by as much and flipped (steadier maps under shifts, flips and cuts; "
-             "about 1.6x the time per batch)")
+             "by up to a stride, cut by as much and flipped (asks for the same classes under shifts and flips); "
+             "one more forward and backward pass per batch on that copy: 1.6x the work at 128-cell chips")
     max_minutes: Optional[float] = option(None, "MAX_MINUTES", "Time limit [minutes] (0 = none)", kind="float",
                                           minimum=0.0, maximum=1e6, advanced=True, zero_means_none=True)
     max_iterations: Optional[int] = option(None, "MAX_ITERATIONS", "Iteration limit [batches] (0 = none)", kind="int",

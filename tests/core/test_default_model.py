@@ -73,24 +73,16 @@ def test_zion_plateaus_hold_platform_and_mountain(dems, tmp_path, predictor):
     assert np.mean(cls[valid] == 4) > 0.4
 
 
-ROBUST = os.path.join(os.path.dirname(__file__), "..", "..", "models", "robust_model.safetensors")
+def test_default_model_keeps_its_classes_under_noise_far_better_than_the_rules(repo_root, dems, tmp_path):
+    """The bundled model was fine-tuned on noisy, holed and cut copies of its training DEMs with
+    the clean DEMs' labels, and says so. Under 10 m of noise on the held-out prairie, where the
+    rules' 30 m relief threshold sits in the noise (bench/robustness.py: 79 % of the rules' cells
+    change, 27 % of the model's), the model must change less than half as many cells as the rules."""
+    from landform_plugin.core import perturb, predict, rules
 
-
-def test_robust_model_is_described_and_steadier_under_noise(repo_root, dems, tmp_path):
-    """The robust model ships beside the default one with the same inputs and held-out DEMs, says
-    what it learnt from, and keeps its classes under 10 m of noise on the held-out prairie far
-    better than the default model (the model card: 37 % against 8 % of cells change, pooled)."""
-    from landform_plugin.core import perturb, predict
-
-    spec = modelfile.read_spec(ROBUST)
-    default = modelfile.read_spec(MODEL)
-    for key in ("input_factors", "normalisation", "pixel_size_m", "classes", "architecture", "backbone"):
-        assert spec[key] == default[key], key
-    training = spec["training"]
+    training = modelfile.read_spec(MODEL)["training"]
     assert training["label_source"].startswith("rule-derived") and "clean DEM" in training["robust_recipe"]
-    assert set(training["held_out_dems"]) == set(default["training"]["held_out_dems"])
-    assert not set(training["held_out_dems"]) & set(training["train_dems"])
-    assert "robust_model.safetensors" in (repo_root / "models" / "README.md").read_text()
+    assert "noisy, holed and cut" in (repo_root / "models" / "README.md").read_text()
 
     ds = gdal.Open(str(dems["fortworth"]))
     z = ds.GetRasterBand(1).ReadAsArray().astype(np.float32)
@@ -99,14 +91,18 @@ def test_robust_model_is_described_and_steadier_under_noise(repo_root, dems, tmp
         z[z == nd] = np.nan
     noisy = write_geotiff(tmp_path / "noisy.tif", perturb.gaussian_noise(z, 10.0, np.random.default_rng(0)),
                           nodata=float("nan"), gt=ds.GetGeoTransform(), crs_wkt=ds.GetProjection())
+    p = predict.Predictor.from_file(MODEL, "cpu")
     changed = {}
-    for name, model in (("default", MODEL), ("robust", ROBUST)):
-        p = predict.Predictor.from_file(model, "cpu")
+    for name in ("model", "rules"):
         maps = []
         for tag, dem in (("clean", str(dems["fortworth"])), ("noisy", noisy)):
             path = str(tmp_path / f"{name}_{tag}.tif")
-            predict.classify_raster(dem, model, path, None, device="cpu", predictor=p)
+            if name == "model":
+                predict.classify_raster(dem, MODEL, path, None, device="cpu", predictor=p)
+            else:
+                rules.classify_raster(dem, path)
             maps.append(rasters.read_array(path))
         valid = (maps[0] > 0) & (maps[1] > 0)
+        assert valid.mean() > 0.9
         changed[name] = float((maps[0][valid] != maps[1][valid]).mean())
-    assert changed["robust"] < 0.5 * changed["default"], changed
+    assert changed["model"] < 0.5 * changed["rules"], changed
