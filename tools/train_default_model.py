@@ -5,6 +5,10 @@
     nice -n 10 .venv/bin/python tools/train_default_model.py --robust --init CLEAN.safetensors \
         --work build/robust_model                                         # the robust recipe
 
+The bundled file is the third stage of a chain: a clean run, the robust recipe from it, and
+the robust recipe again from that with ``--epochs 8 --lr 3e-4 --consistency 2`` (the three
+commands are in models/README.md, "Recipe").
+
 Stages (each reuses the project's own code; nothing here is a second copy):
 
 1. prepare: every DEM of TRAIN_DEMS and HOLDOUT_DEMS (from --data)
@@ -245,7 +249,7 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
 
 def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None, options: str = "") -> str:
     """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst`` (``init``: the
-    clean model the robust recipe fine-tuned)."""
+    model the robust recipe fine-tuned; ``options``: the recipe's overrides, for the spec's command)."""
     import torch
 
     from landform_plugin.core import modelfile
@@ -268,7 +272,7 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None, options:
             f"{ROBUST_COPIES} perturbed copies of each training DEM (core.perturb: white noise 0-{perturb.NOISE_MAX_M:g} m, "
             f"a smooth error field in {100 * perturb.CORRELATED_P:.0f} % of them, voids in {100 * perturb.VOIDS_P:.0f} %, "
             f"a crop in {100 * perturb.CUT_P:.0f} %) with the labels of the clean DEM, added to the clean chips; "
-            "fine-tuned from the clean model")
+            f"fine-tuned from {os.path.basename(init)}")
     spec.setdefault("metrics", {}).update(
         val_pa=round(100 * scores.pa, 2), val_miou=round(100 * scores.miou, 2), validation=scores.as_dict(),
     )
