@@ -127,9 +127,10 @@ def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M
     return dst_path
 
 
-def prepare(work: str, data: str, log=print, robust_copies: int = 0) -> dict:
-    """Warp, label and chip (with ``robust_copies`` perturbed copies of each training DEM);
-    returns a summary (also written to work/prepare.json)."""
+def prepare(work: str, data: str, log=print, robust_copies: int = 0, seed: int = 0) -> dict:
+    """Warp, label and chip (with ``robust_copies`` perturbed copies of each training DEM, drawn
+    from ``seed``: another seed gives other noise, voids and crops); returns a summary (also
+    written to work/prepare.json)."""
     summary = {"pixel_size_m": PIXEL_SIZE_M, "chip_size": CHIP_SIZE, "factors": FACTORS, "dems": {},
                "robust_copies": robust_copies}
     for group, dems in (("train", TRAIN_DEMS), ("holdout", HOLDOUT_DEMS)):
@@ -166,7 +167,7 @@ def prepare(work: str, data: str, log=print, robust_copies: int = 0) -> dict:
             cfg = chips.ChipConfig(dems=[dem], labels=d["labels"], out_dir=out, factors=FACTORS,
                                    chip_size=CHIP_SIZE, strategy="original", min_labelled=0.5,
                                    robust_copies=robust_copies if tag == "a" else 0,
-                                   seed=list(TRAIN_DEMS).index(name))
+                                   seed=seed * len(TRAIN_DEMS) + list(TRAIN_DEMS).index(name))
             m = chips.export_chips(cfg)
             log(f"{name}_{tag}: {len(m['chips'])} chips")
             parts.append(out)
@@ -301,6 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help=f"override the planned epochs ({TRAIN_ARGS['epochs']})")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     ap.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="with --robust: draw other perturbed copies (seed 0: those of the bundled model's chips)")
     ap.add_argument("--consistency", type=float, default=None,
                     help="weight of core.train's shift/flip consistency term (default 0: off)")
     ap.add_argument("--robust", action="store_true",
@@ -318,12 +321,12 @@ def main(argv=None) -> int:
 
     os.makedirs(args.work, exist_ok=True)
     if args.stage in ("all", "prepare"):
-        prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0)
+        prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0, args.seed)
     if args.stage in ("all", "train"):
         train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, init, args.lr, args.consistency)
     if args.stage in ("all", "train", "pack"):
         options = "".join(f" --{k} {v:g}" for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                                       ("consistency", args.consistency)) if v)
+                                                       ("consistency", args.consistency), ("seed", args.seed)) if v)
         pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init,
              options)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
