@@ -5,9 +5,9 @@
     nice -n 10 .venv/bin/python tools/train_default_model.py --robust --init CLEAN.safetensors \
         --work build/robust_model                                         # the robust recipe
 
-The bundled file is the third stage of a chain: a clean run, the robust recipe from it, and
-the robust recipe again from that with ``--epochs 8 --lr 3e-4 --consistency 2`` (the three
-commands are in models/README.md, "Recipe").
+The bundled file is the fourth stage of a chain: a clean run, the robust recipe from it, the
+robust recipe again from that with ``--epochs 8 --lr 3e-4 --consistency 2``, and once more with
+``--lr 2e-4 --consistency 2 --seed 1`` (the four commands are in models/README.md, "Recipe").
 
 Stages (each reuses the project's own code; nothing here is a second copy):
 

@@ -97,8 +97,8 @@ TOP_BAND_NAME = "Top-class confidence"
 # (90 m, held out), windows of 512 cells predicted alone vs one whole-raster pass, by distance to the
 # window's border (cells):
 #     distance        0-8    32-48   64-96   96-128  128-160  160-192  192-256  256-384
-#     class changes % 7.7    0.79    0.22    0.11    0.013    0        0        0
-#     mean max |dp|   6.9e-2 9.1e-3  3.2e-3  1.0e-3  1.5e-4   2.6e-5   5.9e-7   3.0e-8
+#     class changes % 9.8    0.75    0.22    0.087   0.015    0        0        0
+#     mean max |dp|   8.0e-2 8.4e-3  2.5e-3  7.5e-4  1.2e-4   2.0e-5   5.6e-7   2.5e-8
 # With 128 cells of context a kept cell is at least 128 cells from any cut: on a 2048 tile fewer than
 # 1 cell in 10^4 changes class against a whole-raster pass (only the 128-160 band, 6 % of the tile,
 # changes at all), for a network input of (2048 + 256)^2 / 2048^2 = 1.27x the cells (the
@@ -128,7 +128,7 @@ FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a t
 # (bench/robustness.py). Averaging the probabilities of the 8 flipped / rotated copies of each tile
 # makes the map the same whatever the orientation, for 8x the forward passes; the 4 flips are the
 # cheaper half. It does not remove the network's dependence on where the terrain falls on its
-# stride (a one-cell shift still changes 1.6 % of cells), nor steady it under noise (3 m of noise:
+# stride (a one-cell shift still changes 1.5 % of cells), nor steady it under noise (3 m of noise:
 # 2.3 % of cells change without, 2.2 % with), measured for the bundled model.
 VIEWS = {"off": 1, "flips": 4, "all": 8}
 
