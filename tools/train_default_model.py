@@ -211,18 +211,12 @@ def merge_chip_folders(parts, out_dir: str) -> dict:
     return merged
 
 
-def train_model(work: str, out: str, minutes: float, log=print, epochs=None, resume=False, init=None,
-                lr=None, consistency=None):
-    """Train from scratch, or fine-tune the model file ``init`` (the robust recipe)."""
+def train_model(work: str, out: str, minutes: float, log=print, overrides=None, resume=False, init=None):
+    """Train from scratch, or fine-tune the model file ``init`` (the robust recipe); ``overrides``:
+    TrainConfig fields that replace the recipe's (``recipe_overrides``)."""
     from landform_plugin.core import train
 
-    args = dict(FINETUNE_ARGS if init else TRAIN_ARGS)
-    if epochs:
-        args["epochs"] = int(epochs)
-    if lr:
-        args["lr"] = float(lr)
-    if consistency:
-        args["consistency"] = float(consistency)
+    args = dict(FINETUNE_ARGS if init else TRAIN_ARGS, **(overrides or {}))
     cfg = train.TrainConfig(chips=os.path.join(work, "chips"), out=os.path.join(work, "model_fp32.safetensors"),
                             max_minutes=minutes, resume="auto" if resume else None, init_model=init, **args)
     res = train.train(cfg, Progress(log=log))
@@ -291,6 +285,12 @@ def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None, options:
     return dst
 
 
+def recipe_overrides(args) -> dict:
+    """The recipe settings given on the command line (--epochs, --lr, --consistency)."""
+    given = {"epochs": args.epochs, "lr": args.lr, "consistency": args.consistency}
+    return {k: v for k, v in given.items() if v}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=os.path.join(REPO, "build", "default_model"))
@@ -323,10 +323,10 @@ def main(argv=None) -> int:
     if args.stage in ("all", "prepare"):
         prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0, args.seed)
     if args.stage in ("all", "train"):
-        train_model(args.work, args.out, args.minutes, log, args.epochs, args.resume, init, args.lr, args.consistency)
+        train_model(args.work, args.out, args.minutes, log, recipe_overrides(args), args.resume, init)
     if args.stage in ("all", "train", "pack"):
-        options = "".join(f" --{k} {v:g}" for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                                       ("consistency", args.consistency), ("seed", args.seed)) if v)
+        given = dict(recipe_overrides(args), seed=args.seed)
+        options = "".join(f" --{k} {v:g}" for k, v in given.items() if v)
         pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init,
              options)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")

@@ -250,8 +250,7 @@ def _cut_chips(cfg, i, grid, factors, norm, classes, mapping, tmp, chips, totals
     for k, win in enumerate(wins):
         sp.check()
         y = lab[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-        labelled = (y != IGNORE_INDEX) & dem_valid[win.y0 : win.y0 + cs, win.x0 : win.x0 + cs]
-        if labelled.mean() >= cfg.min_labelled:
+        if (y != IGNORE_INDEX).mean() >= cfg.min_labelled:  # lab is IGNORE_INDEX where the DEM has no data
             raw = read_window(band, win, None)
             dx, dy = _window_cell_sizes(gi, win)
             box = window_raster_box(win, gi.width, gi.height)  # where the DEM lies in the window, as classify has it
@@ -309,13 +308,10 @@ def _robust_chips(cfg, i, grid, lab, factors, norm, halo, tmp, chips, totals, n_
             ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x0 + cs, bx1), min(y0 + cs, by1)
             if ix1 - ix0 < 2 or iy1 - iy0 < 2:
                 continue
-            inside = np.zeros((cs, cs), dtype=bool)
-            inside[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = True
-            zw = z[y0 : y0 + cs, x0 : x0 + cs]
             y = lab[y0 : y0 + cs, x0 : x0 + cs].copy()
-            y[~inside] = IGNORE_INDEX
-            y[~np.isfinite(zw)] = IGNORE_INDEX  # voids: class 0 from the mask, as for the DEM's own NoData
-            if ((y != IGNORE_INDEX) & np.isfinite(zw)).mean() < cfg.min_labelled:
+            # past the crop (NaN in z) and in voids: class 0 comes from the mask, as for the DEM's own NoData
+            y[~np.isfinite(z[y0 : y0 + cs, x0 : x0 + cs])] = IGNORE_INDEX
+            if (y != IGNORE_INDEX).mean() < cfg.min_labelled:
                 continue
             win = Window(ix0, iy0, ix1 - ix0, iy1 - iy0, halo)
             raw = read_window(z_band, win, None)
