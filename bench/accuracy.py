@@ -59,7 +59,7 @@ def write_json(res: dict, path: str) -> None:
         json.dump(res, fh, indent=1, default=float)
 
 
-def evaluate(model: str, data: str, work: str, threads: int = 2, log=print) -> dict:
+def evaluate(model: str, data: str, work: str, threads: int = 2, log=print, smoothing=None) -> dict:
     import torch
 
     import train_default_model as tdm
@@ -79,7 +79,7 @@ def evaluate(model: str, data: str, work: str, threads: int = 2, log=print) -> d
         tr = time.perf_counter() - t0
         out = os.path.join(work, f"{name}_model.tif")
         t0 = time.perf_counter()
-        predict.classify_raster(dem90, model, out, None, device="cpu", predictor=predictor)
+        predict.classify_raster(dem90, model, out, None, device="cpu", predictor=predictor, smoothing=smoothing)
         tm = time.perf_counter() - t0
         ref = rasters.read_array(ref_path).astype(np.int64)
         pred = rasters.read_array(out).astype(np.int64)
@@ -159,12 +159,14 @@ def main(argv=None) -> int:
                     help="folder holding the held-out DEMs (default: $LANDFORM_DEM_DATA)")
     ap.add_argument("--json", default=os.path.join(REPO, "artifacts", "bench", "accuracy.json"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoothing", type=float, default=None,
+                    help="the classification's smoothing sigma in cells (default: its default)")
     args = ap.parse_args(argv)
     if not args.data or not os.path.isdir(args.data):
         print(f"error: the DEM folder {args.data} is missing (give --data or set LANDFORM_DEM_DATA)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as work:
-        res = evaluate(args.model, args.data, work, args.threads)
+        res = evaluate(args.model, args.data, work, args.threads, smoothing=args.smoothing)
     print_table(res)
     write_json(res, args.json)
     print(f"\nwritten {args.json}")

@@ -104,8 +104,8 @@ def write_dem(path: str, z: np.ndarray, gt, wkt: str) -> str:
 
 
 class Classifiers:
-    """Every model (label -> (model file, the classification's ``steady`` choice)) and the
-    rules on one DEM file; maps are read back as arrays."""
+    """Every model (label -> (model file, classification options such as ``steady`` and
+    ``smoothing``)) and the rules on one DEM file; maps are read back as arrays."""
 
     def __init__(self, models: dict, work: str):
         from landform_plugin.core import predict
@@ -121,11 +121,11 @@ class Classifiers:
     def paths(self, dem: str, tag: str, model_dem=None) -> dict:
         """Class map paths per classifier; the models read ``model_dem`` when given (default ``dem``)."""
         out = {}
-        for label, (model, steady) in self.models.items():
+        for label, (model, options) in self.models.items():
             out[label] = os.path.join(self.work, f"{tag}_{label}.tif")
             t0 = time.perf_counter()
             self.predict.classify_raster(model_dem or dem, model, out[label], None, device="cpu",
-                                         predictor=self.predictors[label], steady=steady)
+                                         predictor=self.predictors[label], **options)
             self.seconds[label] += time.perf_counter() - t0
         out["rules"] = os.path.join(self.work, f"{tag}_rules.tif")
         t0 = time.perf_counter()
@@ -441,15 +441,24 @@ def main(argv=None) -> int:
                     help="comma-separated 'steady' choices of classification to run every model with "
                          "(off, flips, all; default off); a model run with another choice than off is "
                          "labelled STEM+CHOICE")
+    ap.add_argument("--smoothing", default="default",
+                    help="comma-separated smoothing sigmas (cells) to run every model with (default: the "
+                         "classification's default); a model run with another value is labelled STEM+sSIGMA")
     args = ap.parse_args(argv)
     if not args.data or not os.path.isdir(args.data):
         print(f"error: the DEM folder {args.data} is missing (give --data or set LANDFORM_DEM_DATA)", file=sys.stderr)
         return 2
     paths = args.model or [os.path.join(REPO, "models", "default_model.safetensors")]
     steadies = [v.strip() for v in args.steady.split(",") if v.strip()]
-    models = {os.path.splitext(os.path.basename(p))[0] + ("" if v == "off" else f"+{v}"): (p, v)
-              for p in paths for v in steadies}
-    if len(models) != len(paths) * len(steadies) or "rules" in models:
+    sigmas = [None if v.strip() == "default" else float(v) for v in args.smoothing.split(",") if v.strip()]
+    models = {}
+    for p in paths:
+        for v in steadies:
+            for sg in sigmas:
+                label = (os.path.splitext(os.path.basename(p))[0] + ("" if v == "off" else f"+{v}")
+                         + ("" if sg is None else f"+s{sg:g}"))
+                models[label] = (p, {"steady": v, "smoothing": sg})
+    if len(models) != len(paths) * len(steadies) * len(sigmas) or "rules" in models:
         print("error: the model files need distinct names other than 'rules' (labels are file stems)", file=sys.stderr)
         return 2
     dems = set(args.dems.split(",")) if args.dems else None
