@@ -127,7 +127,7 @@ def lattice_dem(src_path: str, dst_path: str, pixel_size_m: float = PIXEL_SIZE_M
     return dst_path
 
 
-def prepare(work: str, data: str, log=print, robust_copies: int = 0, seed: int = 0) -> dict:
+def prepare(work: str, data: str, log=print, robust_copies: int = 0, seed: int = 0, denoise_m: float = 0.0) -> dict:
     """Warp, label and chip (with ``robust_copies`` perturbed copies of each training DEM, drawn
     from ``seed``: another seed gives other noise, voids and crops); returns a summary (also
     written to work/prepare.json)."""
@@ -166,7 +166,7 @@ def prepare(work: str, data: str, log=print, robust_copies: int = 0, seed: int =
             out = os.path.join(work, "chip_parts", f"{name}_{tag}")
             cfg = chips.ChipConfig(dems=[dem], labels=d["labels"], out_dir=out, factors=FACTORS,
                                    chip_size=CHIP_SIZE, strategy="original", min_labelled=0.5,
-                                   robust_copies=robust_copies if tag == "a" else 0,
+                                   robust_copies=robust_copies if tag == "a" else 0, denoise_m=denoise_m,
                                    seed=seed * len(TRAIN_DEMS) + list(TRAIN_DEMS).index(name))
             m = chips.export_chips(cfg)
             log(f"{name}_{tag}: {len(m['chips'])} chips")
@@ -224,8 +224,11 @@ def train_model(work: str, out: str, minutes: float, log=print, overrides=None, 
 
 
 def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size: int = 16, log=print):
-    """Re-estimate BatchNorm running statistics (core.train.recalibrate_batchnorm) and
-    re-score the validation chips in eval mode. Returns (model, spec, val_scores)."""
+    """Re-estimate BatchNorm running statistics (core.train.recalibrate_batchnorm) and keep them
+    if they score better on the validation chips (eval mode) than the statistics training left
+    (its running averages). Returns (model, spec, val_scores, recalibrated)."""
+    import copy
+
     import torch
 
     from landform_plugin.core import metrics, modelfile, train
@@ -234,25 +237,40 @@ def recalibrate_bn(model_path: str, chip_dir: str, batches: int = 60, batch_size
     manifest = chips.read_manifest(chip_dir)
     train_ids, val_ids = train.split_chips(len(manifest["chips"]), TRAIN_ARGS["val_fraction"], TRAIN_ARGS["seed"])
     step = train.Step(torch.device("cpu"), int(manifest["num_classes"]), int(manifest.get("ignore_index", 255)))
+
+    def validate():
+        cm = train.evaluate_chips(model, train.ChipSet(chip_dir, manifest, val_ids, False, 0), step, batch_size,
+                                  Progress())[0]
+        return metrics.scores(cm, [c["name"] for c in manifest["classes"]])
+
+    trained, state = validate(), copy.deepcopy(model.state_dict())
     train.recalibrate_batchnorm(model, train.ChipSet(chip_dir, manifest, train_ids, True, 123), batches, batch_size,
                                 step, Progress())
-    cm = train.evaluate_chips(model, train.ChipSet(chip_dir, manifest, val_ids, False, 0), step, batch_size, Progress())[0]
-    scores = metrics.scores(cm, [c["name"] for c in manifest["classes"]])
-    log(f"after BatchNorm re-estimation: validation PA {100 * scores.pa:.2f} %, MIoU {100 * scores.miou:.2f} %")
-    return model, spec, scores
+    scores = validate()
+    log(f"validation with the trained BatchNorm statistics: PA {100 * trained.pa:.2f} %, MIoU {100 * trained.miou:.2f} %; "
+        f"re-estimated: PA {100 * scores.pa:.2f} %, MIoU {100 * scores.miou:.2f} %")
+    if trained.miou > scores.miou:
+        model.load_state_dict(state)
+        model.eval()
+        log("kept the trained statistics")
+        return model, spec, trained, False
+    return model, spec, scores, True
 
 
 def pack(fp32_path: str, chip_dir: str, dst: str, log=print, init=None, options: str = "") -> str:
-    """Recalibrate BatchNorm, update the spec and write float16 weights to ``dst`` (``init``: the
+    """Recalibrate BatchNorm (if that validates better), update the spec and write float16 weights to ``dst`` (``init``: the
     model the robust recipe fine-tuned; ``options``: the recipe's overrides, for the spec's command)."""
     import torch
 
     from landform_plugin.core import modelfile
 
-    model, spec, scores = recalibrate_bn(fp32_path, chip_dir, log=log)
+    model, spec, scores, recalibrated = recalibrate_bn(fp32_path, chip_dir, log=log)
     spec["tile_size"] = INFERENCE_TILE
     spec.setdefault("training", {})["stored_dtype"] = "float16"
-    spec["training"]["bn_recalibrated"] = "running statistics = exact means over 60 training batches of 16"
+    spec["training"]["bn_recalibrated"] = (
+        "running statistics = exact means over 60 training batches of 16" if recalibrated else
+        "running statistics as training left them: re-estimating them over 60 training batches scored a lower "
+        "validation MIoU")
     spec["training"].update(
         label_source="rule-derived: core.rules with its default parameters (first level of Cheng et al. 2011); "
                      "not a human landform map",
@@ -310,6 +328,9 @@ def main(argv=None) -> int:
                     help=f"the robust recipe: add {ROBUST_COPIES} perturbed copies of each training DEM and fine-tune "
                          "the clean model given by --init")
     ap.add_argument("--init", default=None, help="with --robust: the clean model to fine-tune (trained without --robust)")
+    ap.add_argument("--denoise-m", type=float, default=0.0,
+                    help="low-pass the DEM by a Gaussian of this many metres before deriving the inputs (core.inputs; "
+                         "the model file keeps the rule)")
     args = ap.parse_args(argv)
     if args.robust and not args.init and args.stage != "prepare":
         ap.error("--robust fine-tunes a clean model: give it with --init")
@@ -321,12 +342,12 @@ def main(argv=None) -> int:
 
     os.makedirs(args.work, exist_ok=True)
     if args.stage in ("all", "prepare"):
-        prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0, args.seed)
+        prepare(args.work, args.data, log, ROBUST_COPIES if args.robust else 0, args.seed, args.denoise_m)
     if args.stage in ("all", "train"):
         train_model(args.work, args.out, args.minutes, log, recipe_overrides(args), args.resume, init)
     if args.stage in ("all", "train", "pack"):
-        given = dict(recipe_overrides(args), seed=args.seed)
-        options = "".join(f" --{k} {v:g}" for k, v in given.items() if v)
+        given = dict(recipe_overrides(args), seed=args.seed, denoise_m=args.denoise_m)
+        options = "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in given.items() if v)
         pack(os.path.join(args.work, "model_fp32.safetensors"), os.path.join(args.work, "chips"), args.out, log, init,
              options)
         log(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")

@@ -148,6 +148,8 @@ def export_chips(cfg: ChipConfig, progress: Optional[Progress] = None) -> dict:
     for f in factors:
         norm.setdefault(f, inputs.default_normalisation(f))
     norm = {f: norm[f] for f in factors}
+    if cfg.denoise_m:
+        norm[inputs.DENOISE] = inputs.denoise_rule(cfg.denoise_m)
     inputs.validate_normalisation(factors, norm)
     classes = list(cfg.classes)
     mapping = resolve_mapping(cfg.code_mapping, len(classes))

@@ -48,6 +48,10 @@ class ChipConfig:
                                 minimum=0, maximum=50, advanced=True,
                                 help="each copy adds random noise, often a smooth error field, voids or a crop, and "
                                      "keeps the labels of the clean DEM (core.perturb)")
+    denoise_m: float = option(0.0, "DENOISE", "Denoise the DEM before deriving the inputs [Gaussian sigma, m; 0 = off]",
+                              minimum=0.0, maximum=10000.0, advanced=True, flag="--denoise",
+                              help="the model file keeps the rule and classification applies it; makes relief and "
+                                   "slope inputs steadier under DEM noise (core.inputs)")
     min_labelled: float = option(0.5, "MIN_LABELLED", "Minimum share of labelled valid pixels per chip", minimum=0.0,
                                  maximum=1.0, processing=False)
     classes: List[LandformClass] = field(default_factory=lambda: list(DEFAULT_CLASSES))

@@ -74,7 +74,7 @@ def make_spec(
     metrics: Optional[dict] = None,
 ) -> dict:
     """A complete spec with defaults (normalisation from ``inputs``, classes from ``labels``)."""
-    from .inputs import default_normalisation
+    from .inputs import DENOISE, default_normalisation
 
     norms = dict(normalisation or {})
     for f in input_factors:
@@ -87,7 +87,7 @@ def make_spec(
         "multichannel": multichannel,
         "arch_options": dict(arch_options or {}),
         "input_factors": list(input_factors),
-        "normalisation": {f: norms[f] for f in input_factors},
+        "normalisation": {f: norms[f] for f in input_factors + [DENOISE] if f in norms},
         "classes": classes or default_classes(),
         "pixel_size_m": float(pixel_size_m),
         "tile_size": int(tile_size),

@@ -44,6 +44,7 @@ import numpy as np
 from . import devices, metrics, modelfile
 from .chipset import FORMAT, MANIFEST, VERSION, ChipSet, augment_pair, read_manifest, split_chips  # noqa: F401 (re-exported)
 from .errors import Cancelled, LandformError
+from .inputs import DENOISE
 from .nets.registry import MULTICHANNEL_MODES, NORMS, PRESETS, resolve_architecture  # noqa: F401 (re-exported)
 from .outputs import OutputSet, check_output_path
 from .progress import Progress
@@ -502,9 +503,15 @@ class Trainer:
         if len(spec["classes"]) != self.num_classes:
             raise LandformError(f"The model to fine-tune, '{path}', has {len(spec['classes'])} classes; the chips have "
                                 f"{self.num_classes}.")
-        if spec["normalisation"] != m["normalisation"]:
+        strip = lambda norm: {k: v for k, v in norm.items() if k != DENOISE}  # noqa: E731
+        if strip(spec["normalisation"]) != strip(m["normalisation"]):
             raise LandformError(f"The model to fine-tune, '{path}', normalises its inputs differently from the chips "
                                 f"({spec['normalisation']} vs {m['normalisation']}); export the chips with its rules.")
+        if spec["normalisation"].get(DENOISE) != m["normalisation"].get(DENOISE):
+            # the weights adapt to a denoised (or no longer denoised) DEM; the new file keeps the chips' rule
+            self.progress.info(f"The chips denoise the DEM as {m['normalisation'].get(DENOISE) or 'not at all'}, the "
+                               f"model to fine-tune as {spec['normalisation'].get(DENOISE) or 'not at all'}: the new "
+                               "model will use the chips' rule.")
         if abs(float(spec["pixel_size_m"]) - float(m["pixel_size_m"])) > 0.05 * float(spec["pixel_size_m"]):
             self.progress.info(f"Warning: the model to fine-tune was trained at {spec['pixel_size_m']:g} m, the chips are "
                                f"at {m['pixel_size_m']:g} m.")

@@ -180,6 +180,37 @@ def test_fine_tune_starts_from_the_model_file(chip_dir, tmp_path, repo_root):
         train.train(train.TrainConfig(chips=chip_dir, out=str(tmp_path / "x.safetensors"), init_model=default))
 
 
+def test_fine_tuning_onto_denoised_chips_keeps_their_rule_and_classification_applies_it(dems, tmp_path, repo_root):
+    """Chips exported with DENOISE carry the rule; a model without it may be fine-tuned on them
+    (it says so) and its new file holds the chips' rule; classification then denoises the DEM:
+    the same weights without the rule give other probabilities."""
+    from landform_plugin.core import inputs, predict
+
+    dem = subset(dems["bigtujunga"], tmp_path / "dem.tif", 500, 100, 256, 128)
+    relief_labels(dem, tmp_path / "labels.tif")
+    m = chips.export_chips(chips.ChipConfig(dems=[dem], labels=str(tmp_path / "labels.tif"), out_dir=str(tmp_path / "c"),
+                                            chip_size=64, min_labelled=0.0, denoise_m=60.0))
+    assert m["normalisation"][inputs.DENOISE] == {"method": "gaussian", "sigma_m": 60.0}
+    tiny = os.path.join(repo_root, "tests", "data", "models", "tiny_relief_60m.safetensors")
+    out, messages = str(tmp_path / "tuned.safetensors"), []
+    train.train(train.TrainConfig(chips=str(tmp_path / "c"), out=out, init_model=tiny, epochs=1, max_iterations=1,
+                                  batch_size=2, val_fraction=0.25, threads=2), Progress(log=messages.append))
+    assert any("denoise the DEM as" in msg for msg in messages)
+    model, spec = modelfile.load_model(out)
+    assert spec["normalisation"][inputs.DENOISE]["sigma_m"] == 60.0
+    plain = str(tmp_path / "plain.safetensors")
+    modelfile.save_model(plain, model, dict(spec, normalisation={"dem": spec["normalisation"]["dem"]}))
+    probs = {}
+    for name, path in (("denoised", out), ("plain", plain)):
+        conf = str(tmp_path / f"{name}_p.tif")
+        predict.classify_raster(dem, path, str(tmp_path / f"{name}.tif"), conf, device="cpu", pixel_size_m=30.0)
+        from osgeo import gdal
+
+        probs[name] = gdal.Open(conf).ReadAsArray()
+    assert probs["denoised"].shape == probs["plain"].shape
+    assert np.abs(probs["denoised"] - probs["plain"]).max() > 1e-3
+
+
 def test_view_consistency_loss_lines_up_views_and_penalises_stride_dependence():
     """A pointwise network gives the same probabilities whatever the view's offset, flip or
     rotation, so the term is zero only if the view is cut and turned back exactly; a strided
