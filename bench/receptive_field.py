@@ -12,6 +12,9 @@ processing lattice is built once, exactly as the classifier builds it, and predi
   the network's output stride, so the feature grid lines up with the whole pass), each predicted
   alone with no context beyond it.
 
+Both are smoothed as classification smooths them (``--smoothing``, default: classification's
+default sigma; core.smoothing), each window on its own, so the curve is that of the maps.
+
 Every valid DEM cell of a window is binned by its distance to the nearest window border that is
 a cut (a border on the lattice's own edge is not a cut: the whole pass has the same edge). Per
 bin: the mean and the 99.9th percentile of the largest per-class probability difference, and
@@ -87,16 +90,18 @@ def probabilities(model, x: np.ndarray) -> np.ndarray:
         return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x[None]))), dim=1)[0].numpy()
 
 
-def border_curve(model, chans: np.ndarray, valid: np.ndarray, window: int):
+def border_curve(model, chans: np.ndarray, valid: np.ndarray, window: int, smoothing: float = 0.0):
     """Per distance bin: (cells, mean max |dp|, p99.9 max |dp|, class changes %)."""
-    whole = probabilities(model, chans)
+    from landform_plugin.core.smoothing import smooth_probabilities
+
+    whole = smooth_probabilities(probabilities(model, chans), smoothing, (0, 0))
     _, h, w = chans.shape
     dists, diffs, changed = [], [], []
     step = window // 2
     for y in range(0, max(1, h - window + 1), step):
         for x in range(0, max(1, w - window + 1), step):
             hh, ww = min(window, h - y), min(window, w - x)
-            p = probabilities(model, chans[:, y : y + hh, x : x + ww])
+            p = smooth_probabilities(probabilities(model, chans[:, y : y + hh, x : x + ww]), smoothing, (x, y))
             ref = whole[:, y : y + hh, x : x + ww]
             big = np.float32(1e9)  # a border on the lattice's own edge is not a cut
             iy, ix = np.arange(hh, dtype=np.float32), np.arange(ww, dtype=np.float32)
@@ -125,7 +130,12 @@ def main(argv=None):
     ap.add_argument("--dem", nargs="*", default=[SAMPLE], help="DEMs (real, not seen in training)")
     ap.add_argument("--window", type=int, default=512, help="window size in cells (a multiple of 32)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoothing", type=float, default=None,
+                    help="sigma (cells) of the probabilities' smoothing (default: classification's default)")
     args = ap.parse_args(argv)
+    from landform_plugin.core.predict import DEFAULT_SMOOTHING
+
+    smoothing = DEFAULT_SMOOTHING if args.smoothing is None else args.smoothing
     torch = import_torch()
     torch.set_num_threads(args.threads)
     from landform_plugin.core.modelfile import load_model
@@ -136,9 +146,9 @@ def main(argv=None):
         chans, valid = lattice_input(dem, spec)
         nets = [("default model (FCN-ResNet18)", default), ("FCN-ResNet50, random weights", random_resnet50(spec, chans))]
         for name, model in nets:
-            rows = border_curve(model, chans, valid, args.window)
+            rows = border_curve(model, chans, valid, args.window, smoothing)
             print(f"\n{os.path.basename(dem)}: {chans.shape[2]} x {chans.shape[1]} cells at {spec['pixel_size_m']:g} m, "
-                  f"{name}, windows of {args.window}")
+                  f"{name}, windows of {args.window}, smoothing {smoothing:g}")
             print("distance to cut | cells   | mean max|dp| | p99.9 max|dp| | class changes %")
             for lo, hi, n, mean, q, ch in rows:
                 print(f"{lo:>6}-{hi:<8} | {n:>7} | {mean:12.2e} | {q:13.2e} | {ch:8.4f}")

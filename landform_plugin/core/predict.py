@@ -95,17 +95,17 @@ TOP_BAND_NAME = "Top-class confidence"
 # Tiles abut (overlap 0: every cell is predicted once, by the tile that holds it) and each is
 # predicted with DEFAULT_MARGIN cells of context on every side, cropped from its output. The margin
 # comes from the curve of bench/receptive_field.py: the bundled FCN-ResNet18 on the Boulder sample
-# (90 m, held out), windows of 512 cells predicted alone vs one whole-raster pass, by distance to the
-# window's border (cells):
+# (90 m, held out), windows of 512 cells predicted alone vs one whole-raster pass, both smoothed as
+# classification smooths them (sigma 5), by distance to the window's border (cells):
 #     distance        0-8    32-48   64-96   96-128  128-160  160-192  192-256  256-384
-#     class changes % 9.8    0.75    0.22    0.087   0.015    0        0        0
-#     mean max |dp|   8.0e-2 8.4e-3  2.5e-3  7.5e-4  1.2e-4   2.0e-5   5.6e-7   2.5e-8
+#     class changes % 10.8   0.63    0.18    0.055   0.013    0.0023   0        0
+#     mean max |dp|   7.3e-2 7.4e-3  2.4e-3  7.0e-4  1.1e-4   2.2e-5   7.0e-7   1.9e-8
 # With 128 cells of context a kept cell is at least 128 cells from any cut: on a 2048 tile fewer than
-# 1 cell in 10^4 changes class against a whole-raster pass (only the 128-160 band, 6 % of the tile,
+# 1 cell in 10^4 changes class against a whole-raster pass (only the 128-192 band, 12 % of the tile,
 # changes at all), for a network input of (2048 + 256)^2 / 2048^2 = 1.27x the cells (the
 # previous default, 1024 tiles at 25 % overlap with a 32-cell margin, fed the network 2.1x).
-# (The model bundled before, without the noise training, reached a little further: 0.058 % at
-# 128-160 cells and 0.0062 % at 160-192 with windows of 384.)
+# (Earlier bundled models reached about as far: 0.015 % at 128-160 and none beyond without
+# smoothing; 0.058 % at 128-160 and 0.0062 % at 160-192 for the first, with windows of 384.)
 # A random-weight FCN-ResNet50 (BatchNorm statistics from the DEM) reaches further (0.48 % at
 # 192-256 cells): models with a wider reach need a larger MARGIN, which the parameter allows.
 DEFAULT_MARGIN = 128
