@@ -5,9 +5,11 @@
     nice -n 10 .venv/bin/python tools/train_default_model.py --robust --init CLEAN.safetensors \
         --work build/robust_model                                         # the robust recipe
 
-The bundled file is the fourth stage of a chain: a clean run, the robust recipe from it, the
-robust recipe again from that with ``--epochs 8 --lr 3e-4 --consistency 2``, and once more with
-``--lr 2e-4 --consistency 2 --seed 1`` (the four commands are in models/README.md, "Recipe").
+The bundled file is the fifth stage of a chain: a clean run, the robust recipe from it, the
+robust recipe again from that with ``--epochs 8 --lr 3e-4 --consistency 2``, once more with
+``--lr 2e-4 --consistency 2 --seed 1``, and last with ``--epochs 6 --lr 3e-4 --consistency 2
+--seed 2 --denoise-m 90`` (inputs derived from a denoised DEM; the five commands are in
+models/README.md, "Recipe").
 
 Stages (each reuses the project's own code; nothing here is a second copy):
 
@@ -21,8 +23,9 @@ Stages (each reuses the project's own code; nothing here is a second copy):
    different places), merged into one chip folder.
 2. train: core.train with the recipe below (CPU, fp32).
 3. pack: BatchNorm running statistics re-estimated as exact averages over
-   training batches (small-batch BatchNorm drifts; core.train.recalibrate_batchnorm),
-   the validation chips re-scored in eval mode, the spec's tile size set to
+   training batches (small-batch BatchNorm drifts; core.train.recalibrate_batchnorm) and kept
+   if the validation chips, scored in eval mode, say they are better than the statistics
+   training left (stage 5 kept the trained ones), the spec's tile size set to
    INFERENCE_TILE, weights stored as float16 (core.modelfile loads them into the
    float32 network; the file stays well under 50 MB).
 

@@ -129,10 +129,11 @@ FINALISE_ROWS = 512  # rows of a block turned into classes and confidence at a t
 # (bench/robustness.py). Averaging the probabilities of the 8 flipped / rotated copies of each tile
 # makes the map the same whatever the orientation, for 8x the forward passes; the 4 flips are the
 # cheaper half. It does not remove the network's dependence on where the terrain falls on its
-# stride (a one-cell shift still changes 1.5 % of cells), nor steady it under noise (3 m of noise:
-# 2.3 % of cells change without, 2.2 % with), measured for the bundled model without smoothing.
-# Smoothing the probabilities (core.smoothing, default sigma 5 cells) takes out most of the
-# stride's speckle at 1/20 of a forward pass: a one-cell shift 1.9 -> 0.99 %, flips 3.8 -> 2.3 %.
+# stride (a one-cell shift still changed 1.5 % of cells), nor steady it under noise (3 m of noise:
+# 2.3 % of cells changed without, 2.2 % with), measured for the model bundled before the present
+# one, without smoothing. Smoothing the probabilities (core.smoothing, default sigma 5 cells) takes
+# out most of the stride's speckle at 1/20 of a forward pass: for the bundled model a one-cell
+# shift 1.8 -> 0.82 %, flips 3.7 -> 2.1 %; with it and "all", flips 0.79 % and a shift 0.48 %.
 VIEWS = {"off": 1, "flips": 4, "all": 8}
 DEFAULT_SMOOTHING = 5.0
 # The smoothing reaches 3 sigma + 8 cells: at 16 that is 56, so a kept cell's value still comes from
@@ -944,7 +945,7 @@ def classify_raster(
     confidence_byte: bool = False,
     steady: str = "off",
     reuse_memory: bool = False,
-    smoothing: float = None,
+    smoothing: Optional[float] = None,
 ) -> Dict[str, object]:
     """Classify ``dem_path`` (a path, or a list of DEM files to mosaic) with ``model_path``.
 

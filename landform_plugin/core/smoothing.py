@@ -1,12 +1,12 @@
 """Spatial smoothing of the class probabilities (the SMOOTHING option of classification).
 
 Why: a CNN's map moves a little with where the terrain falls on its strided grid. Shifting the DEM
-by one cell changed 1.9 % of the cells' classes (bundled model, six held-out DEMs,
+by one cell changes 1.8 % of the cells' classes (the bundled model, six held-out DEMs,
 bench/robustness.py), mostly as speckle and ragged class boundaries a few cells wide; the
 probabilities carry that high-frequency part, the landforms (features of a kilometre and more at
 90 m) do not. A Gaussian low-pass of the landform probabilities before the argmax removes most of
-it: on the same bench, sigma 5 cells brought the shift's change to 0.99 % and flips and rotation
-from 3.8 to 2.3 %, for 0.8 points of PA and 1.8 of MIoU less agreement with the rules (the
+it: on the same bench, sigma 5 cells brings the shift's change to 0.82 % and flips and rotation
+from 3.7 to 2.1 %, for 0.7 points of PA and 1.7 of MIoU less agreement with the rules (the
 README's table has every figure).
 
 How, cheaply: a full-resolution Gaussian of sigma 5 over a 2304^2 tile costs about 1 s on two CPU
