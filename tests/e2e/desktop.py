@@ -30,11 +30,21 @@ def install_into_profile(repo_root, tmp_path) -> Path:
     plugin_dir = profile / "profiles" / "default" / "python" / "plugins"
     plugin_dir.mkdir(parents=True)
     with zipfile.ZipFile(package_plugin(repo_root, tmp_path / "dist")) as zf:
+        _assert_holds_every_module(zf, Path(repo_root))
         zf.extractall(plugin_dir)  # what "Install from ZIP" does
     ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
     ini.write_text(f"[PythonPlugins]\n{PLUGIN_NAME}=true\n")
     return profile
+
+
+def _assert_holds_every_module(zf: zipfile.ZipFile, repo_root: Path) -> None:
+    """Fail here, not after QGIS's 600 s timeout: a plugin module missing from the zip (the zip
+    holds the files git tracks) makes QGIS show a modal import-error dialog that nobody closes."""
+    names = set(zf.namelist())
+    missing = [str(p.relative_to(repo_root)) for p in sorted((repo_root / "landform_plugin").rglob("*.py"))
+               if "__pycache__" not in p.parts and f"{PLUGIN_NAME}/{p.relative_to(repo_root).as_posix()}" not in names]
+    assert not missing, f"not in the package (the zip holds what git tracks: git add them): {', '.join(missing)}"
 
 
 def run_desktop(script: str, profile: Path, dem: str, out: Path, venv: bool = True) -> dict:
