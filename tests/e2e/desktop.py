@@ -32,6 +32,7 @@ def install_into_profile(repo_root, tmp_path) -> Path:
     with zipfile.ZipFile(package_plugin(repo_root, tmp_path / "dist")) as zf:
         _assert_holds_every_module(zf, Path(repo_root))
         zf.extractall(plugin_dir)  # what "Install from ZIP" does
+    _assert_imports(plugin_dir)
     ini = profile / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
     ini.write_text(f"[PythonPlugins]\n{PLUGIN_NAME}=true\n")
@@ -45,6 +46,24 @@ def _assert_holds_every_module(zf: zipfile.ZipFile, repo_root: Path) -> None:
     missing = [str(p.relative_to(repo_root)) for p in sorted((repo_root / "landform_plugin").rglob("*.py"))
                if "__pycache__" not in p.parts and f"{PLUGIN_NAME}/{p.relative_to(repo_root).as_posix()}" not in names]
     assert not missing, f"not in the package (the zip holds what git tracks: git add them): {', '.join(missing)}"
+
+
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+sys.path.insert(0, sys.argv[1])
+pkg = importlib.import_module(sys.argv[2])
+for m in pkgutil.walk_packages(pkg.__path__, sys.argv[2] + "."):
+    importlib.import_module(m.name)
+"""
+
+
+def _assert_imports(plugin_dir: Path) -> None:
+    """Every module of the installed plugin imports (in this Python, headless): an import error
+    found here takes seconds; inside QGIS it is a modal dialog and the run's 600 s timeout."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL, str(plugin_dir), PLUGIN_NAME], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"the packaged plugin does not import:\n{proc.stderr[-3000:]}"
 
 
 def run_desktop(script: str, profile: Path, dem: str, out: Path, venv: bool = True) -> dict:
